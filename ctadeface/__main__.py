@@ -1,0 +1,7 @@
+"""``python -m ctadeface`` is the same as ``run.py``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,305 @@
+"""Command line: ``ctadeface bids_dir output_dir {participant,group} [options]``.
+
+The only module that reads argv, prints, sets up logging and turns errors into exit codes
+(BIDS execution spec, BEP027): 0 done; 1 some scans failed; 64 usage; 65 all inputs unreadable;
+66 no CT image matched; 73 output cannot be created; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+from . import __version__
+from .errors import (
+    EXIT_DATAERR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    CTADefaceError,
+    NoInputError,
+    UsageError,
+)
+from .settings import DEFAULT_MODEL, DEVICES, LEVELS, Settings
+
+log = logging.getLogger("ctadeface")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 64) instead of exiting with 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The one argument parser (fMRIPrep/MRIQC spelling; ``_`` variants accepted)."""
+    from .deface import FILL_POLICIES
+
+    p = _Parser(
+        prog="ctadeface",
+        description="Remove faces from CT angiography head scans of a BIDS dataset.",
+    )
+    p.add_argument("bids_dir", type=Path, help="the raw BIDS dataset (read only)")
+    p.add_argument("output_dir", type=Path, help="the derivatives dataset to write")
+    p.add_argument("analysis_level", choices=LEVELS, help="participant, then group")
+    g = p.add_argument_group("selecting inputs")
+    g.add_argument(
+        "--participant-label", "--participant_label", nargs="+", default=[], metavar="LABEL",
+        help="participants to process (with or without 'sub-'); default: all",
+    )  # fmt: skip
+    g.add_argument(
+        "--session-label", "--session_label", nargs="+", default=[], metavar="LABEL",
+        help="sessions to process (with or without 'ses-'); default: all",
+    )  # fmt: skip
+    g.add_argument(
+        "--bids-filter-file", "--bids_filter_file", type=Path, metavar="FILE",
+        help='JSON with a pybids query under the key "ct", e.g. {"ct": {"ceagent": "iodine"}}',
+    )  # fmt: skip
+    g.add_argument(
+        "--skip-bids-validation", "--skip_bids_validation", action="store_true",
+        help="do not check that bids_dir looks like a BIDS dataset",
+    )  # fmt: skip
+    m = p.add_argument_group("defacing")
+    m.add_argument(
+        "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+        help="registry name (see 'python -m ctadeface.models'), nnU-Net v2 trained-model "
+        f"folder or exported zip (default: {DEFAULT_MODEL})",
+    )  # fmt: skip
+    m.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (CUDA if any)")
+    m.add_argument(
+        "--fill", choices=FILL_POLICIES, default="p10",
+        help="what replaces the face: the image's 10th percentile (default), -1000 HU, or "
+        "air-like noise",
+    )  # fmt: skip
+    m.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=False,
+        help="nnU-Net test-time augmentation (mirroring); slower (default: off)",
+    )  # fmt: skip
+    m.add_argument(
+        "--remove-demographics", "--remove_demographics", action="store_true",
+        help="also remove PatientSex, PatientAge, PatientWeight, PatientSize from sidecars",
+    )  # fmt: skip
+    r = p.add_argument_group("running")
+    r.add_argument(
+        "--nprocs", "--n_cpus", "--n-cpus", type=int, metavar="N",
+        help="CPU threads (default: all available)",
+    )  # fmt: skip
+    r.add_argument("-w", "--work-dir", "--work_dir", type=Path, help="scratch folder")
+    r.add_argument("--overwrite", action="store_true", help="redo scans with up-to-date outputs")
+    r.add_argument(
+        "--dry-run", "--dry_run", action="store_true", help="list what would be done; write nothing"
+    )
+    r.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
+    r.add_argument("--version", action="version", version=f"ctadeface {__version__}")
+    return p
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Validate parsed arguments into Settings; UsageError names what is wrong."""
+    from .discover import load_filter_file, normalize_label
+
+    bids_dir = args.bids_dir.expanduser().resolve()
+    output_dir = args.output_dir.expanduser().resolve()
+    if not bids_dir.is_dir():
+        raise UsageError(f"{args.bids_dir}: bids_dir is not a folder")
+    if _inside(output_dir, bids_dir) and not _inside(output_dir, bids_dir / "derivatives"):
+        raise UsageError(
+            f"{args.output_dir}: output_dir must not be the raw dataset or inside it "
+            "(use <bids_dir>/derivatives/ctadeface or a folder elsewhere)"
+        )
+    if args.nprocs is not None and args.nprocs < 1:
+        raise UsageError(f"--nprocs must be at least 1, got {args.nprocs}")
+    filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else {}
+    container = {
+        key: environ[f"CTADEFACE_CONTAINER_{key.upper()}"]
+        for key in ("Type", "Tag")
+        if environ.get(f"CTADEFACE_CONTAINER_{key.upper()}")
+    }
+    return Settings(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        participant_labels=tuple(normalize_label(x, "sub") for x in args.participant_label),
+        session_labels=tuple(normalize_label(x, "ses") for x in args.session_label),
+        bids_filters=MappingProxyType(dict(filters)),
+        skip_validation=args.skip_bids_validation,
+        model=args.model,
+        device=args.device,
+        fill=args.fill,
+        tta=args.tta,
+        nprocs=args.nprocs,
+        work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+        remove_demographics=args.remove_demographics,
+        verbosity=args.verbose,
+        container=MappingProxyType(container),
+    )
+
+
+class _Brief(logging.Formatter):
+    """One line per record: tracebacks only when asked (-v)."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__("ctadeface: %(levelname)s: %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.tracebacks:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
+class _Collect(logging.Handler):
+    """Keeps the run's log records in memory, to be written as one file at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _configure_logging(verbosity: int) -> tuple[logging.Handler, _Collect]:
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    console.setFormatter(_Brief(tracebacks=verbosity > 0))
+    collect = _Collect()
+    for name in ("ctadeface", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(console)
+        logger.addHandler(collect)
+        logger.propagate = False
+    logging.captureWarnings(True)
+    if verbosity == 0:
+        warnings.filterwarnings("ignore")
+    return console, collect
+
+
+def _unconfigure_logging(handlers: Sequence[logging.Handler]) -> None:
+    for name in ("ctadeface", "py.warnings"):
+        for h in handlers:
+            logging.getLogger(name).removeHandler(h)
+    logging.captureWarnings(False)
+
+
+def _participant(settings: Settings) -> int:
+    from . import participant
+    from .discover import find_scans
+    from .models import resolve_model
+
+    scans = find_scans(
+        settings.bids_dir,
+        participant_labels=settings.participant_labels or None,
+        session_labels=settings.session_labels or None,
+        filters=settings.bids_filters or None,
+        skip_validation=settings.skip_validation,
+    )
+    model = resolve_model(settings.model, settings.cache_dir)
+
+    def make_segmenter() -> participant.Segmenter:
+        from .segment import FaceSegmenter
+
+        return FaceSegmenter(
+            model, device=settings.device, tta=settings.tta, nprocs=settings.nprocs
+        )
+
+    results = participant.run(settings, scans, make_segmenter)
+    counts = {s: sum(r.status == s for r in results) for s in {r.status for r in results}}
+    for r in results:
+        if settings.dry_run:
+            print(f"{r.status}\t{r.scan.relpath}\t{r.message}")
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"ctadeface: {len(results)} CT scan(s): {summary}; outputs in {settings.output_dir}")
+    failed = [r for r in results if r.status == participant.FAILED]
+    if not failed:
+        return EXIT_OK
+    if len(failed) == len(results) and all(r.exit_code == EXIT_DATAERR for r in failed):
+        return EXIT_DATAERR
+    return EXIT_SOME_FAILED
+
+
+def _group(settings: Settings) -> int:
+    from .discover import find_scans
+    from .io import write_text_atomic
+    from .report import group_table, read_provenance_for, to_tsv
+
+    scans = find_scans(
+        settings.bids_dir,
+        participant_labels=settings.participant_labels or None,
+        session_labels=settings.session_labels or None,
+        filters=settings.bids_filters or None,
+        skip_validation=settings.skip_validation,
+    )
+    rows = group_table(read_provenance_for(settings.output_dir, scans))
+    target = settings.output_dir / "group_ct.tsv"
+    if settings.dry_run:
+        print(f"would write {target} with {len(rows)} row(s)")
+        return EXIT_OK
+    write_text_atomic(target, to_tsv(rows))
+    missing = sum(r["status"] == "missing" for r in rows)
+    print(f"ctadeface: {target}: {len(rows)} scan(s), {missing} without outputs")
+    if missing == len(rows):
+        raise NoInputError(f"{settings.output_dir}: no participant-level outputs found")
+    return EXIT_OK
+
+
+def _write_log(settings: Settings, collect: _Collect, started: _dt.datetime) -> None:
+    from .io import write_text_atomic
+
+    if settings.dry_run or not collect.lines or not settings.output_dir.is_dir():
+        return
+    name = f"{settings.analysis_level}-{started.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    try:
+        write_text_atomic(settings.output_dir / "logs" / name, "\n".join(collect.lines) + "\n")
+    except CTADefaceError as e:
+        log.warning("could not write the run log: %s", e)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the app; return the exit code (``run.py`` passes it to ``sys.exit``)."""
+    started = _dt.datetime.now(_dt.UTC)
+    words = list(sys.argv[1:] if argv is None else argv)
+    verbose = sum(len(a) - 1 for a in words if re.fullmatch(r"-v+", a)) + words.count("--verbose")
+    handlers = _configure_logging(verbose)
+    settings: Settings | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        settings = settings_from_args(args, dict(os.environ))
+        log.info("ctadeface %s, %s level", __version__, settings.analysis_level)
+        if settings.analysis_level == "participant":
+            return _participant(settings)
+        return _group(settings)
+    except CTADefaceError as e:
+        log.error("%s", e, exc_info=verbose > 0)
+        return e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: one line, the traceback with -v
+        log.error("unexpected error: %s: %s", type(e).__name__, e, exc_info=True)
+        return EXIT_SOME_FAILED
+    finally:
+        if settings is not None:
+            _write_log(settings, handlers[1], started)
+        _unconfigure_logging(handlers)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Load and write NIfTI CT images without changing what the scanner wrote.
+
+The only module of the pipeline that opens image files. Arrays are kept in the *stored* dtype and
+in the voxel order found on disk (axes i, j, k); Hounsfield units are ``data * slope + inter``.
+Every file is written under a temporary name in its destination folder and renamed into place, so
+a reader never sees a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import socket
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError, OutputError
+
+#: Refuse headers that claim more voxels than this before any allocation (about 4 GiB of int16).
+MAX_VOXELS = 2**31
+#: Marker in the names of temporary files, so a later run can find and remove stale ones.
+TEMP_MARKER = ".ctadeface-tmp-"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class CTImage:
+    """A CT volume as stored on disk.
+
+    Attributes:
+        path: the file it was read from.
+        data: stored values (the file's dtype), shape (ni, nj, nk) in the file's voxel order.
+        affine: 4x4 voxel (i, j, k) -> RAS+ world (mm), as nibabel resolves sform/qform.
+        header: the file's NIfTI header (a private copy), kept so outputs can reuse it.
+        slope, inter: scaling to Hounsfield units, ``HU = data * slope + inter``.
+        spacing: voxel size in mm along the array axes (i, j, k).
+    """
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    slope: float
+    inter: float
+    spacing: tuple[float, float, float]
+
+    def hu(self) -> np.ndarray:
+        """The image in Hounsfield units, float32, same shape and axes as ``data``."""
+        out = self.data.astype(np.float32, copy=True)
+        if self.slope != 1.0:
+            out *= np.float32(self.slope)
+        if self.inter != 0.0:
+            out += np.float32(self.inter)
+        return out
+
+    def to_stored(self, hu: float) -> float:
+        """Convert a value in HU to the stored units of ``data`` (not rounded or clipped)."""
+        return (hu - self.inter) / self.slope
+
+
+def _fail(path: Path, problem: str) -> InputError:
+    return InputError(f"{path}: {problem}")
+
+
+def _check_header(path: Path, header: nib.Nifti1Header) -> tuple[int, int, int]:
+    """Validate the grid a header claims before any voxel is read; return the 3D shape."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if len(shape) > 3 and all(n == 1 for n in shape[3:]):
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise _fail(path, f"not a 3D image (shape {shape}); give one volume per file")
+    if min(shape) < 2:
+        raise _fail(path, f"not a 3D volume (shape {shape})")
+    if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise _fail(path, f"header claims a {shape} grid, larger than {MAX_VOXELS} voxels")
+    zooms = header.get_zooms()[:3]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise _fail(path, f"voxel sizes (pixdim) must be positive, got {tuple(zooms)}")
+    return shape  # type: ignore[return-value]
+
+
+def load_ct(path: Path) -> CTImage:
+    """Read a NIfTI-1/2 CT image, refusing anything that is not a plain 3D scalar volume.
+
+    Raises:
+        InputError: one line naming the file and the problem (missing, unreadable, corrupt,
+            not NIfTI, not 3D, huge, non-positive spacing, singular affine, non-finite values).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file")
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as e:
+        raise _fail(path, f"not a readable NIfTI image ({_reason(e)})") from e
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise _fail(path, f"not a NIfTI image ({type(img).__name__})")
+    header = img.header.copy()
+    shape = _check_header(path, header)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise _fail(path, "the voxel-to-world affine is singular or not finite")
+    try:
+        data = np.asanyarray(img.dataobj.get_unscaled()).reshape(shape)
+    except (OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile) as e:
+        raise _fail(path, f"image data cannot be read ({_reason(e)})") from e
+    if data.dtype.kind not in "iuf":
+        raise _fail(path, f"unsupported data type {data.dtype}")
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise _fail(path, "image contains NaN or infinite values")
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    return CTImage(
+        path=path,
+        data=data,
+        affine=affine,
+        header=header,
+        slope=float(slope),
+        inter=float(inter),
+        spacing=tuple(float(z) for z in header.get_zooms()[:3]),  # type: ignore[arg-type]
+    )
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+def image_like(data: np.ndarray, like: CTImage) -> nib.Nifti1Image:
+    """A NIfTI image holding ``data`` with ``like``'s header: same qform/sform and codes,
+    units, pixdim, descrip, intent and extensions. If ``data`` has the source dtype the source's
+    scl_slope/scl_inter are kept; otherwise (e.g. a uint8 mask) scaling is reset to none."""
+    header = like.header.copy()
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(data.dtype)
+    img = klass(data, None, header=header)
+    if data.dtype == like.data.dtype:
+        img.header.set_slope_inter(like.header["scl_slope"], like.header["scl_inter"])
+    else:
+        img.header.set_slope_inter(1.0, 0.0)
+    return img
+
+
+def _temp_name(path: Path) -> Path:
+    """A hidden sibling of ``path`` with the same extension, unique to this host and process."""
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    base = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    token = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+    return path.with_name(f".{base}{TEMP_MARKER}{token}{suffix}")
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path, *, exclusive: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success fsync it and move it to ``path``.
+
+    With ``exclusive`` the move fails silently if ``path`` already exists (first writer wins),
+    which lets concurrent processes create a shared file exactly once.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path.parent}: cannot create folder ({e.strerror or e})") from e
+    tmp = _temp_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        if exclusive:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_image_atomic(path: Path, data: np.ndarray, like: CTImage) -> None:
+    """Write ``data`` (same grid as ``like``) as NIfTI at ``path`` (``.nii`` or ``.nii.gz``)."""
+    if data.shape != like.data.shape:
+        raise ValueError(f"shape {data.shape} does not match the source grid {like.data.shape}")
+    img = image_like(data, like)
+    with _atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def write_text_atomic(path: Path, text: str, *, exclusive: bool = False) -> None:
+    """Write UTF-8 text at ``path`` atomically (``exclusive``: only if it does not exist)."""
+    with _atomic_path(path, exclusive=exclusive) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files left in ``folder`` (recursively) by killed runs of this host.
+
+    Only files whose embedded process id is no longer alive on this host are removed, so
+    concurrent runs writing to the same output folder are left alone. Returns what was removed.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    host = socket.gethostname()
+    for tmp in folder.rglob(f".*{TEMP_MARKER}*"):
+        parts = tmp.name.split(TEMP_MARKER, 1)[1].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid_text = parts[1]
+        if _pid_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,64 @@
+"""One typed, validated record of what a run was asked to do (built once by ``cli``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+DEFAULT_MODEL = "open"
+DEVICES = ("auto", "cuda", "cpu")
+LEVELS = ("participant", "group")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run settings; paths are absolute.
+
+    Attributes:
+        bids_dir: the raw BIDS dataset (read only).
+        output_dir: the derivatives dataset written by this tool.
+        analysis_level: "participant" or "group".
+        participant_labels, session_labels: labels without ``sub-``/``ses-``; empty = all.
+        bids_filters: pybids query for CT images (the ``ct`` key of --bids-filter-file).
+        skip_validation: skip the basic BIDS checks of the input dataset.
+        model: registry name, trained-model folder or exported zip.
+        device: "auto", "cuda" or "cpu".
+        fill: fill policy of ``ctadeface.deface``.
+        tta: nnU-Net test-time augmentation (mirroring).
+        nprocs: CPU threads for torch (None = torch's default).
+        work_dir: scratch space (extracted model zips).
+        overwrite: redo scans whose outputs are up to date.
+        dry_run: list what would be done; write nothing.
+        remove_demographics: also drop PatientSex/PatientAge/PatientWeight from sidecars.
+        verbosity: 0 = warnings, 1 = info, 2+ = debug (tracebacks shown from 1 on).
+        container: {"Type": ..., "Tag": ...} when running inside a container image, else empty.
+    """
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    participant_labels: tuple[str, ...] = ()
+    session_labels: tuple[str, ...] = ()
+    bids_filters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    skip_validation: bool = False
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    fill: str = "p10"
+    tta: bool = False
+    nprocs: int | None = None
+    work_dir: Path | None = None
+    overwrite: bool = False
+    dry_run: bool = False
+    remove_demographics: bool = False
+    verbosity: int = 0
+    container: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where model zips are extracted: ``<work_dir>/models`` or ``~/.cache/ctadeface``."""
+        if self.work_dir is not None:
+            return self.work_dir / "models"
+        return Path.home() / ".cache" / "ctadeface"
