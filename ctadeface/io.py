@@ -96,15 +96,23 @@ def load_ct(path: Path) -> CTImage:
     path = Path(path)
     if not path.is_file():
         raise _fail(path, "no such file")
+    if path.stat().st_size == 0:
+        raise _fail(path, "empty file (0 bytes)")
+    _check_header(path, _raw_header(path))
     try:
         img = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as e:
         raise _fail(path, f"not a readable NIfTI image ({_reason(e)})") from e
+    except (nib.spatialimages.HeaderDataError, np.linalg.LinAlgError) as e:
+        raise _fail(path, f"invalid NIfTI header ({_reason(e)})") from e
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise _fail(path, f"not a NIfTI image ({type(img).__name__})")
     header = img.header.copy()
     shape = _check_header(path, header)
-    affine = np.asarray(img.affine, dtype=np.float64)
+    try:
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except (nib.spatialimages.HeaderDataError, np.linalg.LinAlgError, ValueError) as e:
+        raise _fail(path, f"the voxel-to-world affine is invalid ({_reason(e)})") from e
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise _fail(path, "the voxel-to-world affine is singular or not finite")
     try:
@@ -125,6 +133,25 @@ def load_ct(path: Path) -> CTImage:
         inter=float(inter),
         spacing=tuple(float(z) for z in header.get_zooms()[:3]),  # type: ignore[arg-type]
     )
+
+
+def _raw_header(path: Path) -> nib.Nifti1Header:
+    """The header exactly as stored (nibabel's loader silently "fixes" zero/negative pixdim)."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as fh:
+            block = fh.read(540)
+    except (OSError, EOFError, zlib.error) as e:
+        raise _fail(path, f"not a readable NIfTI image ({_reason(e)})") from e
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) < size:
+            continue
+        for order in ("<", ">"):
+            if int(np.frombuffer(block[:4], dtype=f"{order}i4")[0]) == size:
+                hdr = klass(block[:size], endianness=order, check=False)
+                if hdr["magic"].item() in (b"n+1", b"ni1", b"n+2", b"ni2"):
+                    return hdr
+    raise _fail(path, "not a NIfTI image (no NIfTI header found)")
 
 
 def _reason(e: BaseException) -> str:

@@ -1,0 +1,30 @@
+# Quick start: `make demo`, then `make test`. Both install into .venv when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ctadeface-installed
+DEMO   ?= demo
+
+.PHONY: install demo test lint clean-demo
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m ctadeface.demo $(DEMO)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: install lint
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO)
