@@ -106,7 +106,7 @@ def test_truncated_gzip_is_an_input_error(tmp_path):
     _save(src, np.int16, 1.0, 0.0)
     blob = src.read_bytes()
     bad = _write_bytes(tmp_path / "cut.nii.gz", blob[: len(blob) // 2])
-    with pytest.raises(InputError, match="cut.nii.gz"):
+    with pytest.raises(InputError, match=r"cut\.nii\.gz"):
         load_ct(bad)
 
 

@@ -51,7 +51,8 @@ def test_names_follow_outputs_md():
     assert str(p.defaced_json) == f"{base}_desc-defaced_ct.json"
     assert str(p.mask) == f"{base}_space-orig_label-face_mask.nii.gz"
     assert str(p.mask_json) == f"{base}_space-orig_label-face_mask.json"
-    assert str(p.figure) == "/out/sub-01/figures/sub-01_ses-1_acq-cta_ce-iodine_desc-deface_render.png"
+    figure = "/out/sub-01/figures/sub-01_ses-1_acq-cta_ce-iodine_desc-deface_render.png"
+    assert str(p.figure) == figure
 
 
 def test_names_keep_ct_folder_upper_suffix_and_entity_order():
