@@ -52,12 +52,17 @@ class CTImage:
     spacing: tuple[float, float, float]
 
     def hu(self) -> np.ndarray:
-        """The image in Hounsfield units, float32, same shape and axes as ``data``."""
-        out = self.data.astype(np.float32, copy=True)
-        if self.slope != 1.0:
-            out *= np.float32(self.slope)
-        if self.inter != 0.0:
-            out += np.float32(self.inter)
+        """The image in Hounsfield units, float32, same shape and axes as ``data``.
+
+        Scaled in float64 and rounded once to float32 (as nnU-Net's SimpleITK reader does),
+        slab by slab so that no full float64 copy is ever held.
+        """
+        if self.slope == 1.0 and self.inter == 0.0:
+            return self.data.astype(np.float32)
+        out = np.empty(self.data.shape, dtype=np.float32)
+        step = max(1, (1 << 22) // max(1, int(np.prod(self.data.shape[1:]))))
+        for i in range(0, self.data.shape[0], step):
+            out[i : i + step] = self.data[i : i + step] * self.slope + self.inter
         return out
 
     def to_stored(self, hu: float) -> float:
