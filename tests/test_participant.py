@@ -1,0 +1,127 @@
+"""ctadeface.participant: the per-scan loop, with a stand-in segmenter (the real model is
+exercised end to end in test_cli.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bidsfixture import CT_RELPATHS, make_bids_dataset
+
+from ctadeface.discover import find_scans
+from ctadeface.errors import ModelError
+from ctadeface.participant import DEFACED, FAILED, PLANNED, SKIPPED, run
+from ctadeface.settings import Settings
+
+
+class ThresholdSegmenter:
+    """Marks every voxel above 0 HU; counts its calls."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def predict(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        self.calls += 1
+        if self.fail_on is not None and self.calls == 2:
+            raise RuntimeError("library blew up")
+        return hu > 0
+
+    def describe(self) -> dict:
+        return {"name": "threshold", "device": "cpu", "torch_version": "x", "nnunetv2_version": "y"}
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    bids = make_bids_dataset(tmp_path / "bids")
+    settings = Settings(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant")
+    return settings, find_scans(bids)
+
+
+def test_defaces_every_scan_and_leaves_raw_untouched(dataset):
+    settings, scans = dataset
+    raw_before = _tree(settings.bids_dir)
+    seg = ThresholdSegmenter()
+    results = run(settings, scans, lambda: seg)
+    assert [r.status for r in results] == [DEFACED] * 3
+    assert _tree(settings.bids_dir) == raw_before
+    for rel in CT_RELPATHS:
+        src = nib.load(str(settings.bids_dir / rel))
+        scan = next(s for s in scans if s.relpath == rel)
+        from ctadeface.outputs import output_paths
+
+        paths = output_paths(settings.output_dir, scan)
+        out = nib.load(str(paths.defaced))
+        mask = np.asanyarray(nib.load(str(paths.mask)).dataobj).astype(bool)
+        a, b = np.asanyarray(src.dataobj), np.asanyarray(out.dataobj)
+        np.testing.assert_array_equal(a[~mask], b[~mask])
+        np.testing.assert_array_equal(mask, a > 0)
+        assert out.header.binaryblock == src.header.binaryblock
+
+
+def test_rerun_skips_without_loading_the_model_and_overwrite_redoes(dataset):
+    settings, scans = dataset
+    run(settings, scans, ThresholdSegmenter)
+    before = _tree(settings.output_dir)
+
+    def must_not_load():
+        raise AssertionError("the model was loaded for up-to-date outputs")
+
+    results = run(settings, scans, must_not_load)
+    assert [r.status for r in results] == [SKIPPED] * 3
+    assert _tree(settings.output_dir) == before
+    seg = ThresholdSegmenter()
+    again = run(dataclasses.replace(settings, overwrite=True), scans, lambda: seg)
+    assert [r.status for r in again] == [DEFACED] * 3 and seg.calls == 3
+
+
+def test_one_bad_scan_does_not_stop_the_others(dataset):
+    settings, scans = dataset
+    broken = dataclasses.replace(scans[0], problem=f"{scans[0].path}: sidecar is not valid JSON")
+    results = run(settings, [broken, *scans[1:]], ThresholdSegmenter)
+    assert [r.status for r in results] == [FAILED, DEFACED, DEFACED]
+    assert "sidecar is not valid JSON" in results[0].message
+
+    seg = ThresholdSegmenter(fail_on="second")
+    results = run(dataclasses.replace(settings, overwrite=True), scans, lambda: seg)
+    assert [r.status for r in results] == [DEFACED, FAILED, DEFACED]
+    assert "RuntimeError" in results[1].message and str(scans[1].path) in results[1].message
+
+
+def test_dry_run_writes_nothing(dataset):
+    settings, scans = dataset
+    results = run(dataclasses.replace(settings, dry_run=True), scans, ThresholdSegmenter)
+    assert [r.status for r in results] == [PLANNED] * 3
+    assert not settings.output_dir.exists()
+
+
+def test_model_errors_end_the_run(dataset):
+    settings, scans = dataset
+
+    def missing():
+        raise ModelError("model 'x' is not installed")
+
+    with pytest.raises(ModelError):
+        run(settings, scans, missing)
+
+
+def test_shared_files_are_written_once(dataset):
+    settings, scans = dataset
+    run(settings, scans[:1], ThresholdSegmenter)
+    desc = settings.output_dir / "dataset_description.json"
+    first = desc.read_bytes()
+    run(dataclasses.replace(settings, overwrite=True), scans, ThresholdSegmenter)
+    assert desc.read_bytes() == first
+    assert (settings.output_dir / "logs" / "CITATION.md").is_file()
