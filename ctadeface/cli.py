@@ -12,7 +12,9 @@ import datetime as _dt
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
     CTADefaceError,
     NoInputError,
     UsageError,
@@ -272,6 +275,14 @@ def _write_log(settings: Settings, collect: _Collect, started: _dt.datetime) -> 
         log.warning("could not write the run log: %s", e)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. a SLURM time limit), unwound like Ctrl-C so temporary files are removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app; return the exit code (``run.py`` passes it to ``sys.exit``)."""
     started = _dt.datetime.now(_dt.UTC)
@@ -279,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = sum(len(a) - 1 for a in words if re.fullmatch(r"-v+", a)) + words.count("--verbose")
     handlers = _configure_logging(verbose)
     settings: Settings | None = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args, dict(os.environ))
@@ -289,9 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CTADefaceError as e:
         log.error("%s", e, exc_info=verbose > 0)
         return e.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        log.error("terminated" if isinstance(e, _Terminated) else "interrupted")
+        return EXIT_TERMINATED if isinstance(e, _Terminated) else EXIT_INTERRUPTED
     except Exception as e:  # a bug: one line, the traceback with -v
         log.error("unexpected error: %s: %s", type(e).__name__, e, exc_info=True)
         return EXIT_SOME_FAILED
@@ -299,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings is not None:
             _write_log(settings, handlers[1], started)
         _unconfigure_logging(handlers)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
