@@ -113,15 +113,11 @@ def deface_scan(
 
 
 def segmenter_versions(segmenter: Segmenter) -> dict[str, str]:
-    """Versions of the software that made the outputs (from the segmenter's description)."""
+    """Versions of the software that made the outputs: ours plus what the segmenter reports."""
     from . import __version__
 
-    desc = segmenter.describe()
-    return {
-        "ctadeface": __version__,
-        "torch": str(desc.get("torch_version", "")),
-        "nnunetv2": str(desc.get("nnunetv2_version", "")),
-    }
+    versions = segmenter.describe().get("versions", {})
+    return {"ctadeface": __version__, **{str(k): str(v) for k, v in versions.items()}}
 
 
 def run(

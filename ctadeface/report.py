@@ -62,7 +62,7 @@ def row_for(scan: Scan, provenance: Mapping[str, Any] | None) -> dict[str, str]:
         facenet_similarity=_fmt(verify.get("facenet_similarity")),
         seconds=_fmt(prov.get("DurationSeconds"), 2),
         device=_fmt(model.get("device")),
-        model=_fmt(model.get("name")),
+        model=_fmt(model.get("model")),
     )
     return row
 

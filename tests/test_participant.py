@@ -32,7 +32,7 @@ class ThresholdSegmenter:
         return hu > 0
 
     def describe(self) -> dict:
-        return {"name": "threshold", "device": "cpu", "torch_version": "x", "nnunetv2_version": "y"}
+        return {"model": "threshold", "device": "cpu", "versions": {"torch": "x", "nnunetv2": "y"}}
 
 
 def _tree(root: Path) -> dict[str, str]:

@@ -1,0 +1,138 @@
+"""Tests of ctadeface.train: the recipe writes a model folder nnU-Net loads and predicts with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ctadeface.errors import UsageError
+from ctadeface.models import resolve_model
+from ctadeface.segment import FaceSegmenter
+from ctadeface.train import (
+    Case,
+    TrainConfig,
+    dice,
+    intensity_properties,
+    make_plans,
+    parse_args,
+    train,
+)
+
+TINY = Path(__file__).parent / "data" / "tiny_model"
+
+
+def ball_case(seed: int, shape=(24, 28, 20), spacing=(5.0, 5.0, 6.0)) -> Case:
+    """A ball of soft tissue in air; 'face' = the +j half of its outer shell."""
+    rng = np.random.default_rng(seed)
+    idx = np.indices(shape).astype(np.float32)
+    centre = np.array(shape) / 2 + rng.normal(0, 1, 3)
+    d = np.sqrt(sum(((idx[a] - centre[a]) / (0.35 * shape[a])) ** 2 for a in range(3)))
+    hu = np.where(d < 1, 40.0, -1000.0).astype(np.float32) + rng.normal(0, 5, shape)
+    face = (d < 1.2) & (d > 0.8) & (idx[1] > centre[1])
+    return Case(hu=hu.astype(np.float32), face=face, spacing=spacing)
+
+
+def config(out: Path, **kw) -> TrainConfig:
+    base = dict(out=out, iterations=3, features=(2, 4), patch=16, spacing=6.0, batch_size=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_writes_a_folder_nnunet_loads_and_predicts_with(tmp_path: Path) -> None:
+    result = train(config(tmp_path, dataset_id=7, dataset_name="X"), [ball_case(0), ball_case(1)])
+    folder = tmp_path / "Dataset007_X" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    assert result.folder == folder
+    assert len(result.losses) == 3 and all(np.isfinite(result.losses))
+    plans = json.loads((folder / "plans.json").read_text())
+    fullres = plans["configurations"]["3d_fullres"]
+    assert fullres["normalization_schemes"] == ["CTNormalization"]
+    assert fullres["architecture"]["arch_kwargs"]["features_per_stage"] == [2, 4]
+    assert plans["image_reader_writer"] == "SimpleITKIO"
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "face": 1}
+    assert dataset["channel_names"] == {"0": "CT"}
+    checkpoint = torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=True)
+    assert checkpoint["trainer_name"] == "nnUNetTrainer"
+    assert checkpoint["init_args"]["configuration"] == "3d_fullres"
+    # nnU-Net builds the network from plans.json and loads the weights; it predicts a mask
+    segmenter = FaceSegmenter(resolve_model(str(folder), tmp_path / "cache"), device="cpu")
+    case = ball_case(5, shape=(20, 22, 18))
+    mask = segmenter.predict(case.hu, case.spacing)
+    assert mask.shape == case.hu.shape and mask.dtype == bool
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    cases = [ball_case(0), ball_case(1)]
+    a = train(config(tmp_path / "a", seed=3), cases).folder / "fold_all" / "checkpoint_final.pth"
+    b = train(config(tmp_path / "b", seed=3), cases).folder / "fold_all" / "checkpoint_final.pth"
+    wa = torch.load(a, weights_only=True)["network_weights"]
+    wb = torch.load(b, weights_only=True)["network_weights"]
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_intensity_properties_are_of_the_face_voxels() -> None:
+    case = ball_case(0)
+    props = intensity_properties([case])
+    values = case.hu[case.face]
+    assert props["mean"] == pytest.approx(float(values.mean()), rel=1e-6)
+    assert props["min"] <= props["percentile_00_5"] <= props["median"] <= props["max"]
+
+
+def test_patch_must_fit_the_pooling(tmp_path: Path) -> None:
+    props = intensity_properties([ball_case(0)])
+    with pytest.raises(UsageError, match="multiple of 4"):
+        make_plans(config(tmp_path, features=(2, 4, 8), patch=18), props, (10, 10, 10))
+
+
+def test_command_line_parsing(tmp_path: Path) -> None:
+    cfg, args = parse_args(
+        ["--out", str(tmp_path), "--features", "4,8,16", "--cases", "3", "--mirror-axes", "1"]
+    )
+    assert cfg.features == (4, 8, 16)
+    assert cfg.cases == 3
+    assert cfg.mirror_axes == (1,)
+    assert cfg.out == tmp_path
+    assert args.holdout == 1
+
+
+def test_dice() -> None:
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    assert dice(a, b) == 1.0
+    a[0, :2] = True
+    b[0, 1:3] = True
+    assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_committed_tiny_model_matches_its_readme() -> None:
+    readme = TINY / "README.md"
+    if not readme.exists():
+        pytest.skip("tests/data/tiny_model not built yet")
+    listed = dict(
+        (path, digest)
+        for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme.read_text(), re.M)
+    )
+    assert listed, "README.md lists sha256 sums"
+    for path, digest in listed.items():
+        assert hashlib.sha256((TINY / path).read_bytes()).hexdigest() == digest, path
+    total = sum(p.stat().st_size for p in TINY.rglob("*") if p.is_file())
+    assert total < 2 * 1024**2
+
+
+def test_committed_tiny_model_finds_the_face_of_a_held_out_phantom(tmp_path: Path) -> None:
+    if not (TINY / "README.md").exists():
+        pytest.skip("tests/data/tiny_model not built yet")
+    pytest.importorskip("ctadeface.phantom")
+    from ctadeface.train import phantom_cases
+
+    spec = resolve_model(str(TINY), tmp_path / "cache")
+    segmenter = FaceSegmenter(spec, device="cpu", nprocs=1)
+    (case,) = phantom_cases([2_000_017], spacing_range=(2.5, 5.0))
+    mask = segmenter.predict(case.hu, case.spacing)
+    assert dice(mask, case.face) > 0.5
