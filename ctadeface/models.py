@@ -10,13 +10,14 @@ A *model* is an nnU-Net v2 trained-model folder (``Trainer__Plans__configuration
 - a ``.zip`` made by ``nnUNetv2_export_model_to_zip``: unpacked safely into the cache.
 
 ``python -m ctadeface.models`` lists the registry (name, present/missing, path, checkpoint
-sha256, licence; tab-separated).
+sha256, licence; tab-separated). ``python -m ctadeface.models install NAME --from URL|FILE``
+installs a registry model at build time (the Docker build uses it for the published weights);
+the app itself never downloads anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from ctadeface.errors import ModelError
+from ctadeface.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +151,6 @@ def default_roots(environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
         roots.append(Path(env[MODELS_DIR_ENV]).expanduser())
     roots += [PACKAGE_MODELS_DIR, OPT_MODELS_DIR]
     return tuple(roots)
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_registry_model(entry: RegistryEntry, roots: Sequence[Path]) -> Path | None:
@@ -423,12 +416,72 @@ def registry_rows(roots: Sequence[Path]) -> list[tuple[str, str, str, str, str]]
     return rows
 
 
+def install_registry_model(
+    entry: RegistryEntry, source: str, dest_root: Path, *, expect_checkpoint: str | None = None
+) -> Path:
+    """Install ``entry`` from ``source`` (an https URL, a zip, or a folder) under ``dest_root``.
+
+    For container builds only: downloads (when ``source`` is a URL), unpacks safely, finds the
+    trained-model folder ``entry.relpath`` inside, checks every pinned file's size and sha256
+    (and ``expect_checkpoint`` against the pinned checkpoint), then moves the folder into
+    ``dest_root/<name>/<relpath>`` in one rename. Returns that folder. Raises ModelError.
+    """
+    pinned = {rel: sha for rel, (_, sha) in entry.files.items() if rel.endswith(".pth")}
+    if expect_checkpoint and expect_checkpoint not in pinned.values():
+        raise ModelError(
+            f"model '{entry.name}': the expected checkpoint sha256 {expect_checkpoint} is not "
+            f"the pinned one ({', '.join(pinned.values()) or 'none pinned'})"
+        )
+    dest_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".install-", dir=dest_root) as scratch:
+        work = Path(scratch)
+        local = Path(source).expanduser()
+        if source.startswith(("https://", "http://")):
+            local = work / "download.zip"
+            _download(source, local)
+        if local.is_file():
+            unpacked = extract_model_zip(local, work / "cache")
+        elif local.is_dir():
+            unpacked = local
+        else:
+            raise ModelError(f"model source {source} is neither a URL, a zip nor a folder")
+        candidates = [p.parent for p in unpacked.rglob("plans.json")]
+        wanted = PurePosixPath(entry.relpath).parts
+        matches = [c for c in candidates if c.parts[-len(wanted) :] == wanted] or candidates
+        if len(matches) != 1:
+            raise ModelError(
+                f"model source {source}: expected one {entry.relpath} folder, found {len(matches)}"
+            )
+        verify_pinned_files(entry, matches[0])
+        target = dest_root / entry.name / entry.relpath
+        if target.exists():
+            raise ModelError(f"{target} exists already; remove it to reinstall")
+        staged = work / "staged"
+        shutil.copytree(matches[0], staged)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    log.info("installed model %s at %s", entry.name, target)
+    return target
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch ``url`` to ``dest`` (build time only)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=600) as response, dest.open("wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except OSError as err:
+        raise ModelError(f"cannot download {url} ({err})") from err
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ctadeface.models``: list the registry models, one tab-separated line each."""
+    """``python -m ctadeface.models [install ...]``: list the registry models (one
+    tab-separated line each), or install one at build time."""
     parser = argparse.ArgumentParser(
         prog="python -m ctadeface.models",
         description="List the known face models: name, present/missing, path, checkpoint "
-        "sha256, licence (tab-separated).",
+        "sha256, licence (tab-separated). 'install NAME --from URL|ZIP|DIR' installs one.",
     )
     parser.add_argument(
         "--models-dir",
@@ -436,7 +489,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         help="search this root instead of the default roots (repeatable)",
     )
+    sub = parser.add_subparsers(dest="command")
+    inst = sub.add_parser("install", help="install a registry model (container builds)")
+    inst.add_argument("name", choices=sorted(REGISTRY))
+    inst.add_argument("--from", dest="source", required=True, help="https URL, zip or folder")
+    inst.add_argument("--dest", type=Path, required=True, help="models root to install into")
+    inst.add_argument("--expect-checkpoint-sha256", help="must equal the pinned checkpoint sha256")
     args = parser.parse_args(argv)
+    if args.command == "install":
+        try:
+            target = install_registry_model(
+                REGISTRY[args.name],
+                args.source,
+                args.dest,
+                expect_checkpoint=args.expect_checkpoint_sha256,
+            )
+        except ModelError as err:
+            sys.stderr.write(f"ctadeface.models: error: {err}\n")
+            return 1
+        sys.stdout.write(f"{args.name}\tinstalled\t{target}\n")
+        return 0
     roots = tuple(args.models_dir) if args.models_dir else default_roots()
     for row in registry_rows(roots):
         sys.stdout.write("\t".join(row) + "\n")

@@ -286,3 +286,61 @@ def test_listing_as_module(tmp_path: Path) -> None:
     names = [line.split("\t")[0] for line in out.splitlines()]
     assert names == list(REGISTRY)
     assert all(line.split("\t")[1] in ("present", "missing") for line in out.splitlines())
+
+
+# --- build-time install -----------------------------------------------------------------------
+
+
+def _entry_pinning(folder: Path) -> RegistryEntry:
+    files = {
+        rel: ((folder / rel).stat().st_size, sha((folder / rel).read_bytes()))
+        for rel in ("plans.json", "dataset.json", "fold_all/checkpoint_final.pth")
+    }
+    return RegistryEntry(
+        name="pinned",
+        description="test",
+        licence="test",
+        sources=("nowhere",),
+        relpath=f"Dataset900_Tiny/{TRAINED}",
+        files=MappingProxyType(files),
+        home=folder,
+    )
+
+
+def _zip_folder(folder: Path, zip_path: Path) -> Path:
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for p in folder.rglob("*"):
+            archive.write(p, str(p.relative_to(folder.parent.parent.parent)))
+    return zip_path
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_install_verifies_pins_and_lands_in_the_registry_layout(tmp_path: Path, as_zip) -> None:
+    folder = make_folder(tmp_path / "src" / "nested")
+    entry = _entry_pinning(folder)
+    source = _zip_folder(folder, tmp_path / "model.zip") if as_zip else folder.parent.parent
+    checkpoint = entry.files["fold_all/checkpoint_final.pth"][1]
+    target = models.install_registry_model(
+        entry, str(source), tmp_path / "models", expect_checkpoint=checkpoint
+    )
+    assert target == tmp_path / "models" / "pinned" / entry.relpath
+    assert tree(target) == tree(folder)
+    assert models.resolve_registry_entry(entry, [tmp_path / "models"]).pinned
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["pinned"]
+
+
+def test_install_refuses_a_tampered_file_and_leaves_nothing(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "src")
+    entry = _entry_pinning(folder)
+    (folder / "fold_all" / "checkpoint_final.pth").write_bytes(b"weights ALL")
+    with pytest.raises(ModelError, match="sha256"):
+        models.install_registry_model(entry, str(folder), tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_install_refuses_an_unpinned_expected_checksum(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "src")
+    with pytest.raises(ModelError, match="not the pinned"):
+        models.install_registry_model(
+            _entry_pinning(folder), str(folder), tmp_path / "models", expect_checkpoint="0" * 64
+        )
