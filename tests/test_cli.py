@@ -91,3 +91,141 @@ def test_run_py_is_a_thin_executable_shim(tmp_path):
     )
     assert proc.returncode == 64 and "bids_dir is not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- end to end on the tiny committed model ----------------------------------------------------
+
+TINY_MODEL = ROOT / "tests" / "data" / "tiny_model" / "Dataset900_TinyFace"
+
+
+def _phantom_image(relpath: str):
+    from ctadeface.phantom import make_phantom
+
+    seed = sum(relpath.encode())
+    return make_phantom(seed, shape=(48, 52, 44), spacing=(4.0, 4.0, 4.0)).to_nifti()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """The issue's 'done means' dataset, defaced once by the participant level."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    bids = make_bids_dataset(tmp / "bids", image_factory=_phantom_image)
+    raw_before = _snapshot(bids)
+    out = tmp / "out"
+    code = main([str(bids), str(out), "participant", "--model", str(TINY_MODEL), "--nprocs", "1"])
+    return bids, out, raw_before, code
+
+
+def test_e2e_participant_writes_exactly_the_documented_files(e2e):
+    from bidsfixture import CT_RELPATHS
+
+    bids, out, _, code = e2e
+    assert code == 0
+    expected = {"dataset_description.json", "logs/CITATION.md"}
+    for rel in CT_RELPATHS:
+        folder, name = rel.rsplit("/", 1)
+        stem, suffix = name.removesuffix(".nii.gz").rsplit("_", 1)
+        expected |= {
+            f"{folder}/{stem}_desc-defaced_{suffix}.nii.gz",
+            f"{folder}/{stem}_desc-defaced_{suffix}.json",
+            f"{folder}/{stem}_space-orig_label-face_mask.nii.gz",
+            f"{folder}/{stem}_space-orig_label-face_mask.json",
+        }
+    found = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    logs = {f for f in found if f.startswith("logs/participant-") and f.endswith(".log")}
+    assert len(logs) == 1
+    assert found - logs == expected
+
+
+def test_e2e_images_keep_header_and_change_only_masked_voxels(e2e):
+    import nibabel as nib
+    import numpy as np
+
+    bids, out, _, _ = e2e
+    defaced = sorted(out.rglob("*_desc-defaced_*.nii.gz"))
+    assert len(defaced) == 3
+    total_masked = 0
+    for path in defaced:
+        stem, suffix = path.name.split("_desc-defaced_")
+        source = bids / path.parent.relative_to(out) / f"{stem}_{suffix}"
+        mask_path = path.with_name(f"{stem}_space-orig_label-face_mask.nii.gz")
+        src, dst, mask = (nib.load(str(p)) for p in (source, path, mask_path))
+        assert dst.header.binaryblock == src.header.binaryblock
+        assert dst.get_data_dtype() == src.get_data_dtype()
+        a, b = np.asanyarray(src.dataobj.get_unscaled()), np.asanyarray(dst.dataobj.get_unscaled())
+        m = np.asanyarray(mask.dataobj).astype(bool)
+        assert mask.get_data_dtype() == np.uint8 and m.shape == a.shape
+        np.testing.assert_allclose(mask.affine, src.affine)
+        np.testing.assert_array_equal(a[~m], b[~m])
+        total_masked += int(m.sum())
+    assert total_masked > 0
+
+
+def test_e2e_sidecars_have_no_phi_and_record_provenance(e2e):
+    import json
+
+    from bidsfixture import ROOT_SIDECAR
+
+    from ctadeface.outputs import PHI_FIELDS
+
+    _, out, _, _ = e2e
+    for path in out.rglob("sub-*/**/*.json"):
+        text = path.read_text()
+        for secret in ("Doe^Jane", "Roe^Richard", "P123456", "Secret Hospital", "Dr^Who"):
+            assert secret not in text, (path, secret)
+        record = json.loads(text)
+        assert not set(record) & set(PHI_FIELDS)
+        assert record["Sources"][0].startswith("bids:raw:sub-")
+    for path in out.rglob("*_desc-defaced_*.json"):
+        record = json.loads(path.read_text())
+        prov = record["Defacing"]
+        assert record["Modality"] == ROOT_SIDECAR["Modality"]  # inherited from the root sidecar
+        assert len(prov["InputSHA256"]) == 64 and prov["Model"]["configuration"] == "3d_fullres"
+        assert prov["Fill"]["Policy"] == "p10" and prov["MaskVoxels"] >= 0
+        assert "PatientName" in prov["RemovedSidecarFields"]
+
+
+def test_e2e_raw_dataset_is_byte_identical(e2e):
+    bids, _, raw_before, _ = e2e
+    assert _snapshot(bids) == raw_before
+
+
+def test_e2e_pybids_indexes_the_outputs_as_a_derivative_dataset(e2e):
+    from bids import BIDSLayout
+
+    bids, out, _, _ = e2e
+    layout = BIDSLayout(bids, validate=False, derivatives=str(out))
+    derivative = layout.derivatives.get_pipeline("ctadeface")
+    images = derivative.get(desc="defaced", extension=[".nii.gz", ".nii"], return_type="filename")
+    assert sorted(Path(f).name for f in images) == sorted(
+        p.name for p in out.rglob("*_desc-defaced_*.nii.gz")
+    )
+    assert len(images) == 3
+
+
+def test_e2e_second_run_rewrites_nothing_and_group_lists_every_scan(e2e, capsys):
+    bids, out, _, _ = e2e
+    before = {k: v for k, v in _snapshot(out).items() if not k.startswith("logs/")}
+    code = main([str(bids), str(out), "participant", "--model", str(TINY_MODEL)])
+    after = {k: v for k, v in _snapshot(out).items() if not k.startswith("logs/")}
+    assert code == 0 and after == before
+    assert "3 skipped" in capsys.readouterr().out
+
+    assert main([str(bids), str(out), "group"]) == 0
+    lines = (out / "group_ct.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header[:4] == ["participant_id", "session_id", "source", "status"]
+    assert len(lines) == 1 + 3
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    assert {r["status"] for r in rows} <= {"defaced", "mask-empty"}
+    assert {r["participant_id"] for r in rows} == {"sub-01", "sub-02"}
