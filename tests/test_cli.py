@@ -129,7 +129,7 @@ def e2e(tmp_path_factory):
 def test_e2e_participant_writes_exactly_the_documented_files(e2e):
     from bidsfixture import CT_RELPATHS
 
-    bids, out, _, code = e2e
+    _, out, _, code = e2e
     assert code == 0
     expected = {"dataset_description.json", "logs/CITATION.md"}
     for rel in CT_RELPATHS:
