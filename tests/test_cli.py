@@ -229,3 +229,44 @@ def test_e2e_second_run_rewrites_nothing_and_group_lists_every_scan(e2e, capsys)
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
     assert {r["status"] for r in rows} <= {"defaced", "mask-empty"}
     assert {r["participant_id"] for r in rows} == {"sub-01", "sub-02"}
+
+
+def test_output_that_cannot_be_created_exits_73(capsys, bids, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = _run(capsys, bids, blocker / "out", "participant", "--model", str(TINY_MODEL))
+    assert code == 73 and "a-file" in err and "Traceback" not in err
+
+
+def test_dry_run_lists_and_writes_nothing(capsys, bids, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = _run(
+        capsys, bids, out, "participant", "--model", str(TINY_MODEL), "--dry-run"
+    )
+    assert code == 0 and stdout.count("planned\t") == 3
+    assert not out.exists()
+
+
+def test_console_script_points_at_cli_main():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "ctadeface"]
+    assert script.value == "ctadeface.cli:main"
+
+
+def test_one_corrupt_scan_exits_1_and_all_corrupt_exits_65(capsys, tmp_path):
+    from bidsfixture import CT_RELPATHS
+
+    bids = make_bids_dataset(tmp_path / "bids", image_factory=_phantom_image)
+    (bids / CT_RELPATHS[1]).write_bytes(b"\x1f\x8b" + b"garbage" * 50)
+    argv = [bids, tmp_path / "out", "participant", "--model", TINY_MODEL, "--nprocs", "1"]
+    code, _, err = _run(capsys, *argv)
+    assert code == 1
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and CT_RELPATHS[1] in errors[0] and "Traceback" not in err
+    assert len(list((tmp_path / "out").rglob("*_desc-defaced_*.nii.gz"))) == 2
+
+    for rel in CT_RELPATHS:
+        (bids / rel).write_bytes(b"")
+    code, _, err = _run(capsys, *argv[:1], tmp_path / "out2", *argv[2:])
+    assert code == 65 and err.count("empty file") == 3
