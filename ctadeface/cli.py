@@ -202,18 +202,23 @@ def _unconfigure_logging(handlers: Sequence[logging.Handler]) -> None:
     logging.captureWarnings(False)
 
 
-def _participant(settings: Settings) -> int:
-    from . import participant
+def _find_scans(settings: Settings) -> list:
     from .discover import find_scans
-    from .models import resolve_model
 
-    scans = find_scans(
+    return find_scans(
         settings.bids_dir,
         participant_labels=settings.participant_labels or None,
         session_labels=settings.session_labels or None,
         filters=settings.bids_filters or None,
         skip_validation=settings.skip_validation,
     )
+
+
+def _participant(settings: Settings) -> int:
+    from . import participant
+    from .models import resolve_model
+
+    scans = _find_scans(settings)
     model = resolve_model(settings.model, settings.cache_dir)
 
     def make_segmenter() -> participant.Segmenter:
@@ -239,17 +244,10 @@ def _participant(settings: Settings) -> int:
 
 
 def _group(settings: Settings) -> int:
-    from .discover import find_scans
     from .io import write_text_atomic
     from .report import group_table, read_provenance_for, to_tsv
 
-    scans = find_scans(
-        settings.bids_dir,
-        participant_labels=settings.participant_labels or None,
-        session_labels=settings.session_labels or None,
-        filters=settings.bids_filters or None,
-        skip_validation=settings.skip_validation,
-    )
+    scans = _find_scans(settings)
     rows = group_table(read_provenance_for(settings.output_dir, scans))
     target = settings.output_dir / "group_ct.tsv"
     if settings.dry_run:
