@@ -89,7 +89,7 @@ def deface_scan(
     write_image_atomic(paths.defaced, defaced, image)
     provenance = {
         "Software": segmenter_versions(segmenter),
-        "Model": segmenter.describe(),
+        "Model": {k: v for k, v in segmenter.describe().items() if k != "versions"},
         "Fill": {
             "Policy": fill.policy,
             "ValueHU": fill.value_hu,
