@@ -270,3 +270,18 @@ def test_one_corrupt_scan_exits_1_and_all_corrupt_exits_65(capsys, tmp_path):
         (bids / rel).write_bytes(b"")
     code, _, err = _run(capsys, *argv[:1], tmp_path / "out2", *argv[2:])
     assert code == 65 and err.count("empty file") == 3
+
+
+def test_filter_file_and_labels_narrow_the_scans(capsys, bids, tmp_path):
+    import json
+
+    filters = tmp_path / "filters.json"
+    filters.write_text(json.dumps({"ct": {"ceagent": "iodine"}}))
+    common = [bids, tmp_path / "out", "participant", "--model", TINY_MODEL, "--dry-run"]
+    code, out, _ = _run(capsys, *common, "--bids-filter-file", filters)
+    assert code == 0 and out.count("planned\t") == 2 and "run-1" not in out
+    code, out, _ = _run(capsys, *common, "--participant_label", "sub-02", "--session-label", "2")
+    assert code == 0 and out.count("planned\t") == 1 and "ses-2" in out
+    filters.write_text("{not json")
+    code, _, err = _run(capsys, *common, "--bids-filter-file", filters)
+    assert code == 64 and "filters.json" in err
