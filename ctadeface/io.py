@@ -25,6 +25,8 @@ from .errors import InputError, OutputError
 
 #: Refuse headers that claim more voxels than this before any allocation (about 4 GiB of int16).
 MAX_VOXELS = 2**31
+#: deflate never compresses better than 1032:1, so a ``.gz`` of N bytes holds at most this * N.
+_MAX_DEFLATE_RATIO = 1032
 #: Marker in the names of temporary files, so a later run can find and remove stale ones.
 TEMP_MARKER = ".ctadeface-tmp-"
 _CHUNK = 1 << 20
@@ -85,10 +87,28 @@ def _check_header(path: Path, header: nib.Nifti1Header) -> tuple[int, int, int]:
         raise _fail(path, f"not a 3D volume (shape {shape})")
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise _fail(path, f"header claims a {shape} grid, larger than {MAX_VOXELS} voxels")
-    zooms = header.get_zooms()[:3]
+    zooms = tuple(float(z) for z in header.get_zooms()[:3])
     if not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise _fail(path, f"voxel sizes (pixdim) must be positive, got {tuple(zooms)}")
+        raise _fail(path, f"voxel sizes (pixdim) must be positive, got {zooms}")
     return shape  # type: ignore[return-value]
+
+
+def _check_size(path: Path, header: nib.Nifti1Header, shape: tuple[int, int, int]) -> None:
+    """Refuse a header claiming more voxel bytes than the file can hold, before allocating."""
+    try:
+        itemsize = header.get_data_dtype().itemsize
+        offset = int(header["vox_offset"])
+    except (KeyError, ValueError, TypeError, OverflowError, nib.spatialimages.HeaderDataError):
+        return  # an unknown data type or offset: nibabel's loader reports it
+    claimed = offset + int(np.prod(shape, dtype=np.int64)) * itemsize
+    size = path.stat().st_size
+    room = size * _MAX_DEFLATE_RATIO if path.name.endswith(".gz") else size
+    if claimed > room:
+        raise _fail(
+            path,
+            f"header claims a {shape} grid of {header.get_data_dtype()} ({claimed} bytes), more "
+            f"than this {size}-byte file can hold (truncated or corrupt)",
+        )
 
 
 def load_ct(path: Path) -> CTImage:
@@ -103,7 +123,8 @@ def load_ct(path: Path) -> CTImage:
         raise _fail(path, "no such file")
     if path.stat().st_size == 0:
         raise _fail(path, "empty file (0 bytes)")
-    _check_header(path, _raw_header(path))
+    raw = _raw_header(path)
+    _check_size(path, raw, _check_header(path, raw))
     try:
         img = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as e:
@@ -113,6 +134,9 @@ def load_ct(path: Path) -> CTImage:
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise _fail(path, f"not a NIfTI image ({type(img).__name__})")
     header = img.header.copy()
+    # nibabel blanks scl_slope/scl_inter of a loaded header (the scaling moves to the data
+    # proxy); keep the values on disk so that outputs carry the source's scaling unchanged.
+    header["scl_slope"], header["scl_inter"] = raw["scl_slope"], raw["scl_inter"]
     shape = _check_header(path, header)
     try:
         affine = np.asarray(img.affine, dtype=np.float64)
@@ -174,7 +198,12 @@ def image_like(data: np.ndarray, like: CTImage) -> nib.Nifti1Image:
     header.set_data_dtype(data.dtype)
     img = klass(data, None, header=header)
     if data.dtype == like.data.dtype:
-        img.header.set_slope_inter(like.header["scl_slope"], like.header["scl_inter"])
+        # Written as stored (set_slope_inter refuses a 0 slope, which NIfTI reads as "none");
+        # NaN/NaN would make nibabel choose its own scaling, so the resolved values go instead.
+        slope, inter = (float(like.header[k]) for k in ("scl_slope", "scl_inter"))
+        if np.isnan(slope) and np.isnan(inter):
+            slope, inter = like.slope, like.inter
+        img.header["scl_slope"], img.header["scl_inter"] = slope, inter
     else:
         img.header.set_slope_inter(1.0, 0.0)
     return img

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,8 +203,21 @@ def citation() -> str:
 
 
 def to_json(obj: Any) -> str:
-    """Stable, readable JSON text (sorted keys would reorder source sidecars; we keep order)."""
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    """Stable, readable JSON text (sorted keys would reorder source sidecars; we keep order).
+
+    Strict JSON: a NaN or infinite number (Python's json reads them from a sidecar) is written
+    as null."""
+    return json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def read_provenance(defaced_json: Path) -> dict[str, Any] | None:

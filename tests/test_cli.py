@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,8 @@ def test_e2e_images_keep_header_and_change_only_masked_voxels(e2e):
         mask_path = path.with_name(f"{stem}_space-orig_label-face_mask.nii.gz")
         src, dst, mask = (nib.load(str(p)) for p in (source, path, mask_path))
         assert dst.header.binaryblock == src.header.binaryblock
+        raw_header = gzip.decompress(source.read_bytes())[:348]  # scl_* as on disk
+        assert gzip.decompress(path.read_bytes())[:348] == raw_header
         assert dst.get_data_dtype() == src.get_data_dtype()
         a, b = np.asanyarray(src.dataobj.get_unscaled()), np.asanyarray(dst.dataobj.get_unscaled())
         m = np.asanyarray(mask.dataobj).astype(bool)
