@@ -245,19 +245,21 @@ def _participant(settings: Settings) -> int:
 
 def _group(settings: Settings) -> int:
     from .io import write_text_atomic
-    from .report import group_table, read_provenance_for, to_tsv
+    from .report import group_report_html, group_table, read_figures, read_provenance_for, to_tsv
 
     scans = _find_scans(settings)
     rows = group_table(read_provenance_for(settings.output_dir, scans))
-    target = settings.output_dir / "group_ct.tsv"
+    table = settings.output_dir / "group_ct.tsv"
+    page = settings.output_dir / "group_report.html"
     if settings.dry_run:
-        print(f"would write {target} with {len(rows)} row(s)")
+        print(f"would write {table} and {page} with {len(rows)} row(s)")
         return EXIT_OK
-    write_text_atomic(target, to_tsv(rows))
     missing = sum(r["status"] == "missing" for r in rows)
-    print(f"ctadeface: {target}: {len(rows)} scan(s), {missing} without outputs")
     if missing == len(rows):
         raise NoInputError(f"{settings.output_dir}: no participant-level outputs found")
+    write_text_atomic(table, to_tsv(rows))
+    write_text_atomic(page, group_report_html(rows, read_figures(settings.output_dir, scans)))
+    print(f"ctadeface: {table}: {len(rows)} scan(s), {missing} without outputs; report: {page}")
     return EXIT_OK
 
 

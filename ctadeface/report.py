@@ -1,4 +1,4 @@
-"""Group level: gather what the participant runs left into ``group_ct.tsv``, one row per scan.
+"""Group level: what the participant runs left, as ``group_ct.tsv`` and ``group_report.html``.
 
 Participant runs may have been separate processes (SLURM array tasks); the group level reads only
 files: the provenance in each defaced sidecar, and the raw dataset's list of CT scans, so a scan
@@ -7,7 +7,9 @@ that was never processed (or failed) shows up as ``missing``.
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io as _io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -72,10 +74,14 @@ def read_provenance_for(output_dir: Path, scans: Iterable[Scan]) -> list[tuple[S
     return [(scan, read_provenance(output_paths(output_dir, scan).defaced_json)) for scan in scans]
 
 
+#: Order of statuses in the table and report: a surviving face first, done scans last.
+_STATUS_ORDER = {"face-detected": 0, MISSING: 1, "mask-empty": 2, "defaced": 4}
+
+
 def group_table(pairs: Sequence[tuple[Scan, Any]]) -> list[dict[str, str]]:
-    """Rows sorted with problems first (anything not ``defaced``), then by source path."""
+    """Rows sorted by urgency (face detected, missing, empty mask, other, defaced), then path."""
     rows = [row_for(scan, prov) for scan, prov in pairs]
-    return sorted(rows, key=lambda r: (r["status"] == "defaced", r["source"]))
+    return sorted(rows, key=lambda r: (_STATUS_ORDER.get(r["status"], 3), r["source"]))
 
 
 def to_tsv(rows: Sequence[Mapping[str, str]]) -> str:
@@ -85,3 +91,99 @@ def to_tsv(rows: Sequence[Mapping[str, str]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def read_figures(output_dir: Path, scans: Iterable[Scan]) -> dict[str, bytes]:
+    """The before/after render figure of each scan that has one, keyed by source relpath."""
+    figures = {}
+    for scan in scans:
+        path = output_paths(output_dir, scan).figure
+        if path.is_file():
+            figures[scan.relpath] = path.read_bytes()
+    return figures
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;width:100%}
+th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
+th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}
+th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
+tr.flag td{background:#fde8e8}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:720px;height:auto;display:block}.none{color:#888}
+"""
+
+_SCRIPT = """
+(function(){
+  var table=document.getElementById('scans');
+  var heads=table.tHead.rows[0].cells;
+  function key(row,i,num){var t=row.cells[i].getAttribute('data-sort')||row.cells[i].textContent;
+    if(!num)return t;var v=parseFloat(t);return isNaN(v)?-Infinity:v;}
+  Array.prototype.forEach.call(heads,function(th,i){
+    th.addEventListener('click',function(){
+      var asc=!th.classList.contains('sorted-asc');var num=th.getAttribute('data-type')==='num';
+      var rows=Array.prototype.slice.call(table.tBodies[0].rows);
+      rows.sort(function(a,b){var x=key(a,i,num),y=key(b,i,num);
+        return (x<y?-1:x>y?1:0)*(asc?1:-1);});
+      rows.forEach(function(r){table.tBodies[0].appendChild(r);});
+      Array.prototype.forEach.call(heads,function(h){h.classList.remove('sorted-asc','sorted-desc');});
+      th.classList.add(asc?'sorted-asc':'sorted-desc');
+    });
+  });
+  window.addEventListener('load',function(){
+    var imgs=document.images,ok=0;
+    for(var k=0;k<imgs.length;k++){if(imgs[k].complete&&imgs[k].naturalWidth>0)ok++;}
+    document.body.setAttribute('data-images-decoded',ok+'/'+imgs.length);
+  });
+})();
+"""
+
+#: Columns shown in the HTML table (all TSV columns but the source path, shown with the picture).
+_HTML_COLUMNS = (
+    ("participant_id", "participant", "text"),
+    ("session_id", "session", "text"),
+    ("status", "status", "text"),
+    ("face_p_before", "face p before", "num"),
+    ("face_p_after", "face p after", "num"),
+    ("facenet_similarity", "FaceNet similarity", "num"),
+    ("mask_volume_ml", "mask (ml)", "num"),
+    ("fill_value", "fill (HU)", "num"),
+    ("seconds", "seconds", "num"),
+    ("device", "device", "text"),
+    ("model", "model", "text"),
+)
+
+
+def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, bytes]) -> str:
+    """One self-contained page (no external resource): every scan's numbers and renders,
+    problems first, columns sortable by clicking their header."""
+    esc = html.escape
+    flagged = sum(r["status"] != "defaced" for r in rows)
+    head = "".join(f'<th data-type="{kind}">{esc(title)}</th>' for _, title, kind in _HTML_COLUMNS)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{esc(row[key])}</td>'
+            if kind == "num"
+            else f"<td>{esc(row[key])}</td>"
+            for key, _, kind in _HTML_COLUMNS
+        )
+        png = figures.get(row["source"])
+        picture = (
+            f'<img alt="renders of {esc(row["source"])}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            if png
+            else '<span class="none">no renders (verification off or scan not processed)</span>'
+        )
+        flag = ' class="flag"' if row["status"] != "defaced" else ""
+        body.append(f"<tr{flag}>{cells}<td>{esc(row['source'])}{picture}</td></tr>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>ctadeface group report</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>ctadeface group report</h1><p>{len(rows)} scan(s); {flagged} need a look "
+        "(listed first). Click a column header to sort.</p>"
+        f'<table id="scans"><thead><tr>{head}<th>source and renders</th></tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<script>{_SCRIPT}</script></body></html>\n"
+    )
