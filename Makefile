@@ -9,10 +9,11 @@ DEMO   ?= demo
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements/app.txt pyproject.toml
+$(STAMP): requirements.txt requirements/app.txt requirements/verify.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/verify.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -34,6 +34,7 @@ from .errors import (
 from .settings import DEFAULT_MODEL, DEVICES, LEVELS, Settings
 
 log = logging.getLogger("ctadeface")
+_NIBABEL_LOGGER = "nibabel.global"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", action=argparse.BooleanOptionalAction, default=False,
         help="nnU-Net test-time augmentation (mirroring); slower (default: off)",
     )  # fmt: skip
+    v = p.add_argument_group("verification")
+    v.add_argument(
+        "--verify", action=argparse.BooleanOptionalAction, default=True,
+        help="render the skin before and after, look for a face (MTCNN; FaceNet similarity "
+        "when its weights are present) and save a figure (default: on)",
+    )  # fmt: skip
+    v.add_argument(
+        "--face-threshold", "--face_threshold", type=float, default=0.5, metavar="P",
+        help="flag a scan whose defaced renders reach this face probability (default: 0.5)",
+    )  # fmt: skip
     m.add_argument(
         "--remove-demographics", "--remove_demographics", action="store_true",
         help="also remove PatientSex, PatientAge, PatientWeight, PatientSize from sidecars",
@@ -123,6 +134,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
             f"{args.output_dir}: output_dir must not be the raw dataset or inside it "
             "(use <bids_dir>/derivatives/ctadeface or a folder elsewhere)"
         )
+    if not 0.0 < args.face_threshold <= 1.0:
+        raise UsageError(f"--face-threshold must be in (0, 1], got {args.face_threshold}")
     if args.nprocs is not None and args.nprocs < 1:
         raise UsageError(f"--nprocs must be at least 1, got {args.nprocs}")
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else {}
@@ -148,6 +161,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
         overwrite=args.overwrite,
         dry_run=args.dry_run,
         remove_demographics=args.remove_demographics,
+        verify=args.verify,
+        face_threshold=args.face_threshold,
         verbosity=args.verbose,
         container=MappingProxyType(container),
     )
@@ -189,6 +204,15 @@ def _configure_logging(verbosity: int) -> tuple[logging.Handler, _Collect]:
         logger.addHandler(console)
         logger.addHandler(collect)
         logger.propagate = False
+    # nibabel prints its header fix-ups ("vox offset 348 too low ...") through its own bare
+    # stderr handler: keep them in the run log, on the console only with -v.
+    nibabel_logger = logging.getLogger(_NIBABEL_LOGGER)
+    for h in list(nibabel_logger.handlers):
+        nibabel_logger.removeHandler(h)
+    nibabel_logger.addHandler(collect)
+    if verbosity > 0:
+        nibabel_logger.addHandler(console)
+    nibabel_logger.propagate = False
     logging.captureWarnings(True)
     if verbosity == 0:
         warnings.filterwarnings("ignore")
@@ -196,9 +220,13 @@ def _configure_logging(verbosity: int) -> tuple[logging.Handler, _Collect]:
 
 
 def _unconfigure_logging(handlers: Sequence[logging.Handler]) -> None:
-    for name in ("ctadeface", "py.warnings"):
+    for name in ("ctadeface", "py.warnings", _NIBABEL_LOGGER):
         for h in handlers:
             logging.getLogger(name).removeHandler(h)
+    nibabel_logger = logging.getLogger(_NIBABEL_LOGGER)
+    if not nibabel_logger.handlers:  # back to nibabel's own setting
+        nibabel_logger.addHandler(logging.StreamHandler())
+        nibabel_logger.propagate = True
     logging.captureWarnings(False)
 
 
@@ -228,13 +256,37 @@ def _participant(settings: Settings) -> int:
             model, device=settings.device, tta=settings.tta, nprocs=settings.nprocs
         )
 
-    results = participant.run(settings, scans, make_segmenter)
+    def make_verifier() -> participant.Verifier:
+        from .verify import FaceDetector, figure_png, verify
+
+        detector = FaceDetector()
+
+        def check(original_hu, defaced_hu, mask, affine):  # type: ignore[no-untyped-def]
+            result, before, after = verify(
+                original_hu, defaced_hu, affine, detector, face_threshold=settings.face_threshold
+            )
+            return result.to_json(), figure_png(before, after, mask, original_hu, affine)
+
+        return check
+
+    results = participant.run(
+        settings,
+        scans,
+        make_segmenter,
+        model_key=model.checkpoint_sha256,
+        make_verifier=make_verifier if settings.verify else None,
+    )
     counts = {s: sum(r.status == s for r in results) for s in {r.status for r in results}}
     for r in results:
         if settings.dry_run:
             print(f"{r.status}\t{r.scan.relpath}\t{r.message}")
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"ctadeface: {len(results)} CT scan(s): {summary}; outputs in {settings.output_dir}")
+    if any(r.status == participant.FACE_DETECTED for r in results):
+        log.warning(
+            "a face was still detected in some scans: see group_report.html after the group level"
+        )
+        return EXIT_SOME_FAILED
     failed = [r for r in results if r.status == participant.FAILED]
     if not failed:
         return EXIT_OK

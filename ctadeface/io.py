@@ -78,7 +78,10 @@ def _fail(path: Path, problem: str) -> InputError:
 
 def _check_header(path: Path, header: nib.Nifti1Header) -> tuple[int, int, int]:
     """Validate the grid a header claims before any voxel is read; return the 3D shape."""
-    shape = tuple(int(n) for n in header.get_data_shape())
+    try:
+        shape = tuple(int(n) for n in header.get_data_shape())
+    except (nib.spatialimages.HeaderDataError, ValueError) as e:
+        raise _fail(path, f"invalid NIfTI header ({_reason(e)})") from e
     if len(shape) > 3 and all(n == 1 for n in shape[3:]):
         shape = shape[:3]
     if len(shape) != 3:
@@ -256,6 +259,12 @@ def write_image_atomic(path: Path, data: np.ndarray, like: CTImage) -> None:
     img = image_like(data, like)
     with _atomic_path(path) as tmp:
         nib.save(img, str(tmp))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` atomically (e.g. a PNG figure)."""
+    with _atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(path: Path, text: str, *, exclusive: bool = False) -> None:

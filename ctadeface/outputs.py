@@ -230,12 +230,13 @@ def read_provenance(defaced_json: Path) -> dict[str, Any] | None:
     return prov if isinstance(prov, dict) else None
 
 
-def is_up_to_date(paths: OutputPaths, input_sha256: str) -> bool:
-    """True when all outputs exist and match the sha256s recorded with this input's sha256."""
+def is_up_to_date(paths: OutputPaths, request: Mapping[str, Any]) -> bool:
+    """True when all outputs exist, were made for this ``request`` (input sha256, model, fill,
+    TTA, verification: see ``participant.run_request``) and still match their recorded sha256."""
     if not all(p.is_file() for p in paths.images_and_sidecars()):
         return False
     prov = read_provenance(paths.defaced_json)
-    if prov is None or prov.get("InputSHA256") != input_sha256:
+    if prov is None or prov.get("Request") != dict(request):
         return False
     recorded = prov.get("OutputSHA256", {})
     for key, path in (("defaced", paths.defaced), ("mask", paths.mask)):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +19,14 @@ import numpy as np
 from .deface import apply_fill, choose_fill
 from .discover import Scan
 from .errors import CTADefaceError, InputError
-from .io import load_ct, remove_stale_temps, sha256_file, write_image_atomic, write_text_atomic
+from .io import (
+    load_ct,
+    remove_stale_temps,
+    sha256_file,
+    write_bytes_atomic,
+    write_image_atomic,
+    write_text_atomic,
+)
 from .outputs import (
     OutputPaths,
     citation,
@@ -35,6 +42,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 DEFACED, SKIPPED, FAILED, PLANNED = "defaced", "skipped", "failed", "planned"
+FACE_DETECTED, MASK_EMPTY = "face-detected", "mask-empty"
 
 
 class Segmenter(Protocol):
@@ -69,24 +77,81 @@ def prepare_output(settings: Settings) -> None:
         log.info("removed a temporary file left by a killed run: %s", stale)
 
 
+class Verifier(Protocol):
+    """What the participant loop needs of ``verify``: render, detect, draw (None: off)."""
+
+    def __call__(
+        self, original_hu: np.ndarray, defaced_hu: np.ndarray, mask: np.ndarray, affine: np.ndarray
+    ) -> tuple[dict[str, Any], bytes]: ...
+
+
+class _Lazy:
+    """Creates an expensive object (a loaded network) on first use, at most once."""
+
+    def __init__(self, factory: Callable[[], Any] | None) -> None:
+        self._factory = factory
+        self._made: Any = None
+
+    def get(self) -> Any:
+        if self._made is None and self._factory is not None:
+            self._made = self._factory()
+        return self._made
+
+
+def run_request(
+    settings: Settings, input_sha256: str, model_key: Mapping[str, str], verified: bool
+) -> dict[str, Any]:
+    """What an up-to-date output must have been made from: input, model, fill, TTA, verify."""
+    return {
+        "InputSHA256": input_sha256,
+        "ModelCheckpointSHA256": sorted(model_key.values()),
+        "Fill": settings.fill,
+        "TTA": settings.tta,
+        "Verified": verified,
+    }
+
+
 def deface_scan(
-    scan: Scan, paths: OutputPaths, input_sha256: str, segmenter: Segmenter, settings: Settings
-) -> str:
-    """Load, segment, fill and write one scan; return a one-line summary."""
+    scan: Scan,
+    paths: OutputPaths,
+    request: Mapping[str, Any],
+    segmenter: Segmenter,
+    verifier: Verifier | None,
+    settings: Settings,
+) -> tuple[str, str]:
+    """Load, segment, fill, verify and write one scan; return (status, one-line summary)."""
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
     image = load_ct(scan.path)
-    mask = np.asarray(segmenter.predict(image.hu(), image.spacing), dtype=bool)
+    hu = image.hu()
+    mask = np.asarray(segmenter.predict(hu, image.spacing), dtype=bool)
     fill = choose_fill(image, settings.fill)
-    defaced = apply_fill(image, mask, fill, seed=int(input_sha256[:8], 16))
+    defaced = apply_fill(image, mask, fill, seed=int(request["InputSHA256"][:8], 16))
     n_voxels = int(np.count_nonzero(mask))
     volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
+    status = DEFACED
     if n_voxels == 0:
+        status = MASK_EMPTY
         log.warning("%s: the face mask is empty (no face in the field of view?)", scan.path)
+    verification: dict[str, Any] | None = None
+    figure: bytes | None = None
+    if verifier is not None:
+        defaced_hu = replace(image, data=defaced).hu()
+        verification, figure = verifier(hu, defaced_hu, mask, image.affine)
+        del defaced_hu
+        if verification.get("status") == FACE_DETECTED:
+            status = FACE_DETECTED
+            log.warning(
+                "%s: a face is still detected after defacing (p = %.2f); outputs kept for review",
+                scan.path,
+                verification.get("face_p_after", float("nan")),
+            )
 
     write_image_atomic(paths.mask, mask.astype(np.uint8), image)
     write_text_atomic(paths.mask_json, to_json(mask_sidecar(scan)))
     write_image_atomic(paths.defaced, defaced, image)
+    if figure is not None:
+        write_bytes_atomic(paths.figure, figure)
     provenance = {
         "Software": segmenter_versions(segmenter),
         "Model": {k: v for k, v in segmenter.describe().items() if k != "versions"},
@@ -96,20 +161,28 @@ def deface_scan(
             "NoiseStdHU": fill.std_hu,
             "StoredValue": fill.stored_value,
         },
+        "Verification": verification if verification is not None else "not run (--no-verify)",
         "StartTime": started.isoformat(timespec="seconds"),
         "DurationSeconds": round(time.perf_counter() - t0, 3),
-        "InputSHA256": input_sha256,
+        "InputSHA256": request["InputSHA256"],
+        "Request": dict(request),
         "OutputSHA256": {"defaced": sha256_file(paths.defaced), "mask": sha256_file(paths.mask)},
         "MaskVoxels": n_voxels,
         "MaskVolumeMl": round(volume_ml, 3),
-        "Status": "mask-empty" if n_voxels == 0 else DEFACED,
+        "Status": status,
     }
     sidecar, removed = defaced_sidecar(
         scan, provenance, remove_demographics=settings.remove_demographics
     )
     write_text_atomic(paths.defaced_json, to_json(sidecar))
     gone = f"; removed from sidecar: {', '.join(removed)}" if removed else ""
-    return f"mask {volume_ml:.1f} ml, fill {fill.policy} = {fill.value_hu:.0f} HU{gone}"
+    seen = ""
+    if verification is not None:
+        seen = f", face p {verification['face_p_before']:.2f} -> {verification['face_p_after']:.2f}"
+    return (
+        status,
+        f"mask {volume_ml:.1f} ml, fill {fill.policy} = {fill.value_hu:.0f} HU{seen}{gone}",
+    )
 
 
 def segmenter_versions(segmenter: Segmenter) -> dict[str, str]:
@@ -121,7 +194,12 @@ def segmenter_versions(segmenter: Segmenter) -> dict[str, str]:
 
 
 def run(
-    settings: Settings, scans: Sequence[Scan], make_segmenter: Callable[[], Segmenter]
+    settings: Settings,
+    scans: Sequence[Scan],
+    make_segmenter: Callable[[], Segmenter],
+    *,
+    model_key: Mapping[str, str] | None = None,
+    make_verifier: Callable[[], Verifier] | None = None,
 ) -> list[ScanResult]:
     """Deface every scan; never raises for a single scan's failure.
 
@@ -129,10 +207,14 @@ def run(
         settings: the run's settings.
         scans: from ``discover.find_scans``.
         make_segmenter: called at most once, when the first scan needs the model.
+        model_key: checkpoint sha256s of the model (outputs made by another model are redone).
+        make_verifier: called at most once, when the first scan is verified (None: no
+            verification).
     """
     if not settings.dry_run:
         prepare_output(settings)
-    segmenter: Segmenter | None = None
+    segmenter = _Lazy(make_segmenter)
+    verifier = _Lazy(make_verifier)
     results: list[ScanResult] = []
     for scan in scans:
         t0 = time.perf_counter()
@@ -140,20 +222,22 @@ def run(
         try:
             if scan.problem:
                 raise InputError(scan.problem)
-            input_sha256 = sha256_file(scan.path)
-            if not settings.overwrite and is_up_to_date(paths, input_sha256):
+            request = run_request(
+                settings, sha256_file(scan.path), model_key or {}, make_verifier is not None
+            )
+            if not settings.overwrite and is_up_to_date(paths, request):
                 results.append(ScanResult(scan, SKIPPED, "outputs up to date"))
                 log.info("%s: skipped, outputs up to date", scan.relpath)
                 continue
             if settings.dry_run:
                 results.append(ScanResult(scan, PLANNED, f"would write {paths.defaced}"))
                 continue
-            if segmenter is None:
-                segmenter = make_segmenter()
-            summary = deface_scan(scan, paths, input_sha256, segmenter, settings)
+            status, summary = deface_scan(
+                scan, paths, request, segmenter.get(), verifier.get(), settings
+            )
             seconds = time.perf_counter() - t0
-            results.append(ScanResult(scan, DEFACED, summary, seconds))
-            log.info("%s: defaced in %.1f s (%s)", scan.relpath, seconds, summary)
+            results.append(ScanResult(scan, status, summary, seconds))
+            log.info("%s: %s in %.1f s (%s)", scan.relpath, status, seconds, summary)
         except CTADefaceError as e:
             if _is_fatal(e):
                 raise

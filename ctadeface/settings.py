@@ -32,6 +32,8 @@ class Settings:
         work_dir: scratch space (extracted model zips).
         overwrite: redo scans whose outputs are up to date.
         dry_run: list what would be done; write nothing.
+        verify: render the skin before/after and look for a face (MTCNN, FaceNet if present).
+        face_threshold: a defaced render reaching this face probability flags the scan.
         remove_demographics: also drop PatientSex/PatientAge/PatientWeight from sidecars.
         verbosity: 0 = warnings, 1 = info, 2+ = debug (tracebacks shown from 1 on).
         container: {"Type": ..., "Tag": ...} when running inside a container image, else empty.
@@ -52,6 +54,8 @@ class Settings:
     work_dir: Path | None = None
     overwrite: bool = False
     dry_run: bool = False
+    verify: bool = True
+    face_threshold: float = 0.5
     remove_demographics: bool = False
     verbosity: int = 0
     container: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

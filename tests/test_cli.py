@@ -123,7 +123,8 @@ def e2e(tmp_path_factory):
     bids = make_bids_dataset(tmp / "bids", image_factory=_phantom_image)
     raw_before = _snapshot(bids)
     out = tmp / "out"
-    code = main([str(bids), str(out), "participant", "--model", str(TINY_MODEL), "--nprocs", "1"])
+    argv = [str(bids), str(out), "participant", "--model", str(TINY_MODEL), "--nprocs", "1"]
+    code = main([*argv, "--no-verify"])  # verification: test_e2e_verification_* below
     return bids, out, raw_before, code
 
 
@@ -219,7 +220,7 @@ def test_e2e_pybids_indexes_the_outputs_as_a_derivative_dataset(e2e):
 def test_e2e_second_run_rewrites_nothing_and_group_lists_every_scan(e2e, capsys):
     bids, out, _, _ = e2e
     before = {k: v for k, v in _snapshot(out).items() if not k.startswith("logs/")}
-    code = main([str(bids), str(out), "participant", "--model", str(TINY_MODEL)])
+    code = main([str(bids), str(out), "participant", "--model", str(TINY_MODEL), "--no-verify"])
     after = {k: v for k, v in _snapshot(out).items() if not k.startswith("logs/")}
     assert code == 0 and after == before
     assert "3 skipped" in capsys.readouterr().out
@@ -288,3 +289,30 @@ def test_filter_file_and_labels_narrow_the_scans(capsys, bids, tmp_path):
     filters.write_text("{not json")
     code, _, err = _run(capsys, *common, "--bids-filter-file", filters)
     assert code == 64 and "filters.json" in err
+
+
+def test_e2e_verification_writes_figures_and_records_the_verdict(capsys, tmp_path):
+    import json
+
+    from bidsfixture import CT_RELPATHS
+
+    bids = make_bids_dataset(tmp_path / "bids", image_factory=_phantom_image)
+    out = tmp_path / "out"
+    argv = [bids, out, "participant", "--model", TINY_MODEL, "--participant-label", "02"]
+    code, _, _ = _run(capsys, *argv)
+    figures = sorted((out / "sub-02" / "figures").glob("*_desc-deface_render.png"))
+    assert [f.name for f in figures] == sorted(
+        Path(rel).name.replace(".nii.gz", "").rsplit("_", 1)[0] + "_desc-deface_render.png"
+        for rel in CT_RELPATHS[1:]
+    )
+    assert all(f.read_bytes().startswith(b"\x89PNG") for f in figures)
+    statuses = []
+    for sidecar in out.rglob("*_desc-defaced_*.json"):
+        verdict = json.loads(sidecar.read_text())["Defacing"]["Verification"]
+        assert 0.0 <= verdict["face_p_after"] <= 1.0 and verdict["n_renders"] == 15
+        assert verdict["facenet_similarity"] is None or -1 <= verdict["facenet_similarity"] <= 1
+        statuses.append(verdict["status"])
+    assert code == (1 if "face-detected" in statuses else 0)
+    assert _run(capsys, bids, out, "group", "--participant-label", "02")[0] == 0
+    page = (out / "group_report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2

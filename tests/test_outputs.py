@@ -96,22 +96,24 @@ def test_dataset_description_is_a_derivative_linking_raw(tmp_path):
     assert "Container" not in dataset_description(tmp_path, None)["GeneratedBy"][0]
 
 
-def test_up_to_date_needs_all_files_matching_hashes(tmp_path):
+def test_up_to_date_needs_all_files_matching_hashes_and_the_same_request(tmp_path):
     from ctadeface.io import sha256_file
 
     scan = _scan([("sub", "01")])
     p = output_paths(tmp_path, scan)
-    assert not is_up_to_date(p, "in")
+    request = {"InputSHA256": "in", "Fill": "p10"}
+    assert not is_up_to_date(p, request)
     p.defaced.parent.mkdir(parents=True)
     for f in (p.defaced, p.mask, p.mask_json):
         f.write_bytes(f.name.encode())
-    prov = {"InputSHA256": "in", "OutputSHA256": {"defaced": sha256_file(p.defaced),
-                                                   "mask": sha256_file(p.mask)}}  # fmt: skip
+    prov = {"Request": request, "OutputSHA256": {"defaced": sha256_file(p.defaced),
+                                                  "mask": sha256_file(p.mask)}}  # fmt: skip
     p.defaced_json.write_text(json.dumps({PROVENANCE_KEY: prov}))
-    assert is_up_to_date(p, "in")
-    assert not is_up_to_date(p, "other input")
+    assert is_up_to_date(p, request)
+    assert not is_up_to_date(p, {**request, "InputSHA256": "other input"})
+    assert not is_up_to_date(p, {**request, "Fill": "air"})
     p.mask.write_bytes(b"tampered")
-    assert not is_up_to_date(p, "in")
+    assert not is_up_to_date(p, request)
 
 
 @pytest.mark.parametrize("content", ["not json", "[]", '{"Defacing": 3}'])
@@ -121,4 +123,4 @@ def test_unreadable_provenance_means_redo(tmp_path, content):
     p.defaced.parent.mkdir(parents=True)
     for f in p.images_and_sidecars():
         f.write_text(content)
-    assert not is_up_to_date(p, "in")
+    assert not is_up_to_date(p, {"InputSHA256": "in"})

@@ -125,3 +125,46 @@ def test_shared_files_are_written_once(dataset):
     run(dataclasses.replace(settings, overwrite=True), scans, ThresholdSegmenter)
     assert desc.read_bytes() == first
     assert (settings.output_dir / "logs" / "CITATION.md").is_file()
+
+
+class FlagSecond:
+    """A stand-in verifier: the second scan still 'shows a face'."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, original_hu, defaced_hu, mask, affine):
+        self.calls += 1
+        assert original_hu.shape == defaced_hu.shape == mask.shape
+        assert np.all(defaced_hu[mask] < 0) and np.array_equal(
+            original_hu[~mask], defaced_hu[~mask]
+        )
+        p_after = 0.95 if self.calls == 2 else 0.1
+        status = "face-detected" if p_after >= 0.5 else "defaced"
+        verdict = {"status": status, "face_p_before": 0.99, "face_p_after": p_after}
+        return verdict, b"\x89PNG fake figure"
+
+
+def test_verification_flags_a_surviving_face_and_keeps_its_outputs(dataset):
+    from ctadeface.outputs import output_paths, read_provenance
+
+    settings, scans = dataset
+    results = run(settings, scans, ThresholdSegmenter, make_verifier=FlagSecond)
+    assert [r.status for r in results] == ["defaced", "face-detected", "defaced"]
+    for scan in scans:
+        paths = output_paths(settings.output_dir, scan)
+        assert paths.figure.read_bytes() == b"\x89PNG fake figure" and paths.defaced.is_file()
+    prov = read_provenance(output_paths(settings.output_dir, scans[1]).defaced_json)
+    assert prov["Status"] == "face-detected" and prov["Verification"]["face_p_after"] == 0.95
+
+
+def test_changed_request_redoes_the_scan(dataset):
+    settings, scans = dataset
+    run(settings, scans, ThresholdSegmenter)
+    seg = ThresholdSegmenter()
+    results = run(dataclasses.replace(settings, fill="air"), scans, lambda: seg)
+    assert [r.status for r in results] == [DEFACED] * 3 and seg.calls == 3
+    results = run(
+        dataclasses.replace(settings, fill="air"), scans, lambda: seg, model_key={"a": "b"}
+    )
+    assert [r.status for r in results] == [DEFACED] * 3 and seg.calls == 6
