@@ -1,0 +1,588 @@
+"""Label the face mask of a head CT from anatomy alone (no model).
+
+A deterministic annotator for ``docs/mask-definition.md``: it labels real CTs for training the
+open model and is an independent check of any model. Steps (all lengths in mm, HU thresholds):
+
+1. Resample the image (axes i, j, k as stored; ``affine`` maps voxel -> RAS+ mm) onto a world
+   RAS grid of ``grid_mm``; values below -1024 HU (padding outside the field of view) become air.
+2. Head pose: the mid-sagittal plane is the plane of best mirror symmetry of the bone (yaw and
+   roll); pitch comes from the soft-tissue facial line (nasion -> chin), when both are seen.
+3. Resample into the *head frame* (x to the subject's right, y anterior, z superior; x = 0 on
+   the mid-sagittal plane). Per (x, z) column: the most anterior skin point and the most
+   anterior bone point. The bone front is opened (drops vessels and streaks) and closed (bridges
+   the orbits and the piriform aperture: the rim plane).
+4. Landmarks: nose tip (largest protrusion of the skin height map near the midline), orbital
+   rims (top of the orbit holes in the bone front), menton (lowest anterior mandible).
+5. Region: in front of the bone front, from ``forehead_mm`` above the rims down to
+   ``hyoid_below_menton_mm`` below the menton, and anterior to a coronal limit in front of the
+   ears (``tragus_behind_tip_mm`` behind the nose tip, plus ``tragus_margin_mm``). The mask is
+   the region within ``air_margin_mm`` of the body (soft tissue, devices on the skin and the air
+   in front), brought back to the stored grid, minus voxels above ``bone_hu``.
+
+No face (no protruding nose near the midline) gives an empty mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+log = logging.getLogger(__name__)
+
+Arr = np.ndarray
+
+
+@dataclass(frozen=True)
+class AnnotateParams:
+    """Tunable parameters of :func:`annotate_face` (lengths in mm, densities in HU)."""
+
+    grid_mm: float = 2.0  # working grid spacing
+    pose_grid_mm: float = 4.0  # grid of the symmetry (pose) search
+    body_hu: float = -500.0  # body/skin threshold
+    bone_front_hu: float = 300.0  # bone, on the working grid, for the bone front
+    bone_hu: float = 600.0  # never masked at the stored resolution (vessels are 200-500 HU)
+    pad_below_hu: float = -1100.0  # lower values are padding outside the field of view
+    air_margin_mm: float = 10.0  # air kept in front of the skin (>= 5 mm by definition)
+    vessel_open_mm: float = 8.0  # opening of the bone-front height map (vessels, streaks)
+    front_allowance_mm: float = 2.0  # region reaches this far behind the blurred bone front
+    hole_close_mm: float = 50.0  # closing of the bone front (orbits, piriform aperture)
+    nose_open_mm: float = 50.0  # footprint of the skin top-hat that finds the nose
+    nose_min_protrusion_mm: float = 8.0  # less than this: no face, empty mask
+    max_head_width_mm: float = 230.0  # a nose sits on a body section narrower than this
+    nose_depth_mm: tuple[float, float] = (8.0, 55.0)  # nose tip to the (closed) bone front
+    midline_band_mm: float = 12.0  # the nose tip lies within this of the mid-sagittal plane
+    max_tilt_deg: float = 30.0  # yaw/roll search range
+    forehead_mm: float = 40.0  # mask top above the supraorbital rims
+    rim_above_tip_mm: float = 47.0  # rims above the nose tip when the orbits are not seen
+    orbit_depth_mm: float = 12.0  # bone-front hole deeper than this is an orbit/aperture
+    hyoid_below_menton_mm: float = 12.0  # mask bottom below the menton
+    hyoid_below_tip_mm: float = 90.0  # mask bottom below the nose tip when no menton is seen
+    mandible_behind_tip_mm: float = 55.0  # anterior mandible lies in front of tip - this
+    submental_depth_mm: float = 38.0  # below the chin: depth behind the menton's bone front
+    tragus_behind_tip_mm: float = 104.0  # tragus behind the nose tip (y) if the back is unseen
+    tragus_fraction: float = 0.48  # else: lateral limit at this fraction of the head's depth
+    tragus_depth_range_mm: tuple[float, float] = (90.0, 115.0)  # bounds of the tragus depth
+    tragus_margin_mm: float = 10.0  # the lateral limit lies this far in front of the tragus
+    forehead_post_extra_mm: float = 18.0  # forehead: posterior limit moves forward by this
+    forehead_half_width_mm: float = 58.0  # forehead: lateral limit at the top
+    facial_line_deg: float = 0.0  # angle of the nasion->chin skin line to the head's vertical
+
+
+@dataclass(frozen=True)
+class FaceLandmarks:
+    """Where the annotator found the face (world RAS+ mm; None when not found).
+
+    frame: 3x3, columns = head x (right), y (anterior), z (superior) in world. yaw, roll, pitch:
+    degrees. nose_tip etc.: world points. z_rim, z_top, z_bottom, y_post: head-frame limits (mm,
+    relative to the frame origin ``origin``, a world point on the mid-sagittal plane).
+    """
+
+    found: bool
+    frame: Arr = field(default_factory=lambda: np.eye(3))
+    origin: Arr = field(default_factory=lambda: np.zeros(3))
+    yaw: float = 0.0
+    roll: float = 0.0
+    pitch: float = 0.0
+    protrusion_mm: float = 0.0
+    nose_tip: Arr | None = None
+    nasion: Arr | None = None
+    pogonion: Arr | None = None
+    menton: Arr | None = None
+    orbits_seen: bool = False
+    z_rim: float = math.nan
+    z_top: float = math.nan
+    z_bottom: float = math.nan
+    y_post: float = math.nan
+
+
+def annotate_face(hu: Arr, affine: Arr, params: AnnotateParams | None = None) -> Arr:
+    """The face mask of a head CT: bool, same shape and voxel order as ``hu``.
+
+    hu: float HU, axes (i, j, k) as stored; affine: 4x4 voxel -> RAS+ mm. Empty when no face.
+    """
+    return annotate_face_landmarks(hu, affine, params)[0]
+
+
+def annotate_face_landmarks(
+    hu: Arr, affine: Arr, params: AnnotateParams | None = None
+) -> tuple[Arr, FaceLandmarks]:
+    """:func:`annotate_face` plus the landmarks it used (for debugging and pictures)."""
+    p = params or AnnotateParams()
+    hu = np.asarray(hu)
+    aff = np.asarray(affine, float)
+    empty = np.zeros(hu.shape, bool)
+    if hu.ndim != 3 or min(hu.shape) < 2 or not np.all(np.isfinite(aff)):
+        return empty, FaceLandmarks(False)
+    if abs(np.linalg.det(aff[:3, :3])) < 1e-9:
+        return empty, FaceLandmarks(False)
+    world = _to_world_grid(hu, aff, p.grid_mm)
+    if world is None:
+        return empty, FaceLandmarks(False)
+    head = _find_head(world, p)
+    if head is None:
+        return empty, FaceLandmarks(False)
+    if head[0] is None or not head[1].found:
+        return empty, head[1]
+    return _to_source(head, hu, aff, p), head[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids.
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A cubic grid: world = origin + axes @ (lo + spacing * index); axes columns are unit."""
+
+    data: Arr
+    origin: Arr  # world point of head-frame (0, 0, 0)
+    axes: Arr  # 3x3, columns are the grid's x, y, z directions in world
+    lo: Arr  # frame coordinates (mm) of index (0, 0, 0)
+    spacing: float
+
+    def coords(self, axis: int) -> Arr:
+        return self.lo[axis] + self.spacing * np.arange(self.data.shape[axis])
+
+    def to_world(self, frame_pts: Arr) -> Arr:
+        return self.origin + np.asarray(frame_pts, float) @ self.axes.T
+
+
+def _to_world_grid(hu: Arr, aff: Arr, g: float) -> _Grid | None:
+    """Resample to an RAS grid of spacing g mm (linear, anti-aliased), padding -> -1024 HU."""
+    src = np.maximum(hu.astype(np.float32, copy=False), np.float32(-1024.0))
+    if float(src.max()) <= -500.0 or float(src.max()) - float(src.min()) < 200.0:
+        return None
+    spacing = np.sqrt((aff[:3, :3] ** 2).sum(0))
+    size = [max(1, round(g / s)) for s in spacing]
+    if max(size) > 1:
+        src = ndi.uniform_filter(src, size=size, mode="nearest")
+    n = np.array(hu.shape, float) - 1.0
+    corners = np.array([[a, b, c] for a in (0, n[0]) for b in (0, n[1]) for c in (0, n[2])])
+    cw = corners @ aff[:3, :3].T + aff[:3, 3]
+    lo = cw.min(0)
+    shape = tuple(int(v) for v in np.floor((cw.max(0) - lo) / g) + 1)
+    inv = np.linalg.inv(aff)
+    mat = inv[:3, :3] * g
+    off = inv[:3, :3] @ lo + inv[:3, 3]
+    # nearest at the border: the last slices keep their bone (no mixing with outside air)
+    out = ndi.affine_transform(src, mat, off, output_shape=shape, order=1, mode="nearest")
+    return _Grid(out, np.zeros(3), np.eye(3), lo, g)
+
+
+def _resample(
+    src: _Grid, origin: Arr, axes: Arr, lo: Arr, shape: tuple[int, ...], g: float, order: int = 1
+) -> _Grid:
+    """Resample a grid into another (origin/axes/lo as in :class:`_Grid`)."""
+    # src index = (src.axes.T @ (world - src.origin) - src.lo) / src.spacing
+    # world = origin + axes @ (lo + g * q)
+    r = src.axes.T @ axes
+    mat = r * (g / src.spacing)
+    off = (src.axes.T @ (origin - src.origin) + r @ lo - src.lo) / src.spacing
+    out = ndi.affine_transform(src.data, mat, off, output_shape=shape, order=order, cval=-1024.0)
+    return _Grid(out, origin, axes, lo, g)
+
+
+def _rot(yaw: float, roll: float, pitch: float) -> Arr:
+    """Head frame -> world rotation Rz(yaw) Ry(roll) Rx(pitch), degrees (as phantom.py)."""
+    ax, ay, az = (math.radians(v) for v in (pitch, roll, yaw))
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _disk(diam_mm: float, g: float) -> Arr:
+    r = max(1, round(diam_mm / (2.0 * g)))
+    a = np.arange(-r, r + 1)
+    return (a[:, None] ** 2 + a[None, :] ** 2) <= r * r
+
+
+def _largest_component(mask: Arr) -> Arr:
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pose.
+
+
+def _body_and_bone(w: _Grid, p: AnnotateParams) -> tuple[_Grid, Arr, Arr] | None:
+    """Pose grid, main body component and its bone."""
+    f = p.pose_grid_mm / w.spacing
+    shape = tuple(max(1, int(n / f)) for n in w.data.shape)
+    coarse = _resample(w, w.origin, w.axes, w.lo, shape, p.pose_grid_mm)
+    body = ndi.binary_opening(coarse.data > p.body_hu, iterations=1)
+    if body.sum() < 50:
+        return None
+    body = _largest_component(body)
+    body = ndi.binary_dilation(body, iterations=1) & (coarse.data > p.body_hu)
+    bone = (coarse.data > p.bone_front_hu) & ndi.binary_dilation(body, iterations=1)
+    return coarse, body, bone
+
+
+def _symmetry(c: _Grid, bone: Arr, p: AnnotateParams) -> tuple[float, float, Arr]:
+    """Yaw, roll (degrees) and a world point of the plane of best mirror symmetry of bone."""
+    idx = np.argwhere(bone)
+    if len(idx) < 30:
+        return 0.0, 0.0, c.to_world(c.lo + c.spacing * np.argwhere(np.ones(bone.shape)).mean(0))
+    step = max(1, len(idx) // 6000)
+    pts = c.to_world(c.lo + c.spacing * idx[::step].astype(float))
+    dist = ndi.distance_transform_edt(~bone) * c.spacing
+    dist = np.minimum(dist, 20.0).astype(np.float32)
+    centre = pts.mean(0)
+
+    def cost(yaw: float, roll: float, offs: Arr) -> Arr:
+        n = _rot(yaw, roll, 0.0)[:, 0]
+        d = (pts - centre) @ n
+        out = np.empty(len(offs))
+        for k, o in enumerate(offs):
+            refl = pts - 2.0 * (d - o)[:, None] * n[None, :]
+            q = (refl - c.lo) / c.spacing
+            out[k] = ndi.map_coordinates(dist, q.T, order=1, mode="nearest").mean()
+        return out
+
+    best = (math.inf, 0.0, 0.0, 0.0)
+    t = p.max_tilt_deg
+    for yaw in np.arange(-t, t + 1e-6, 5.0):
+        for roll in np.arange(-t, t + 1e-6, 5.0):
+            offs = np.arange(-20.0, 20.1, 4.0)
+            cs = cost(yaw, roll, offs)
+            k = int(np.argmin(cs))
+            if cs[k] < best[0]:
+                best = (float(cs[k]), float(yaw), float(roll), float(offs[k]))
+    for dstep, ostep in ((2.0, 2.0), (0.7, 0.7)):
+        _, y0, r0, o0 = best
+        for yaw in y0 + dstep * np.arange(-2, 3):
+            for roll in r0 + dstep * np.arange(-2, 3):
+                offs = o0 + ostep * np.arange(-3, 4)
+                cs = cost(yaw, roll, offs)
+                k = int(np.argmin(cs))
+                if cs[k] < best[0]:
+                    best = (float(cs[k]), float(yaw), float(roll), float(offs[k]))
+    _, yaw, roll, off = best
+    n = _rot(yaw, roll, 0.0)[:, 0]
+    return yaw, roll, centre + off * n
+
+
+# ---------------------------------------------------------------------------------------------
+# Face.
+
+
+@dataclass(frozen=True)
+class _Maps:
+    """Per (x, z) column of a head grid: most anterior skin and bone y (mm; nan if none)."""
+
+    skin: Arr
+    bone: Arr
+
+
+def _front(mask: Arr, ys: Arr) -> Arr:
+    """Most anterior y (mm) of mask along axis 1, nan where the column is empty."""
+    any_ = mask.any(1)
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1, :], axis=1)
+    return np.where(any_, ys[last], np.nan)
+
+
+def _maps(h: _Grid, p: AnnotateParams) -> _Maps:
+    """Skin of the main body (thin sheets, shells and the table opened away) and bone."""
+    ys = h.coords(1)
+    body = ndi.binary_opening(h.data > p.body_hu, structure=ndi.generate_binary_structure(3, 1))
+    body = _largest_component(body)
+    return _Maps(_front(body, ys), _front(h.data > p.bone_front_hu, ys))
+
+
+def _fill(a: Arr, value: float) -> Arr:
+    return np.where(np.isfinite(a), a, value)
+
+
+def _bone_front(m: _Maps, h: _Grid, p: AnnotateParams) -> tuple[Arr, Arr]:
+    """Bone front y (mm) per column: raw (nan -> grid start) and opened-then-closed."""
+    b0 = _fill(m.bone, float(h.coords(1)[0]))
+    bo = ndi.grey_opening(b0, footprint=_disk(p.vessel_open_mm, h.spacing))
+    return bo, ndi.grey_closing(bo, footprint=_disk(p.hole_close_mm, h.spacing))
+
+
+def _nose_tip(h: _Grid, m: _Maps, bf: Arr, p: AnnotateParams) -> tuple[int, int, float] | None:
+    """Index (ix, iz) of the nose tip and its protrusion (mm), or None.
+
+    The tip is the most anterior point of a protrusion of the skin height map near the midline
+    that is narrow, on a head-sized body section and has the facial skeleton close behind it.
+    """
+    valid = np.isfinite(m.skin)
+    if not valid.any():
+        return None
+    s = _fill(m.skin, 1e6)
+    fp = _disk(p.nose_open_mm, h.spacing)
+    # opening that ignores empty columns (no protrusion at the edge of the body or the grid)
+    top = np.where(valid, s - ndi.grey_dilation(ndi.grey_erosion(s, footprint=fp), footprint=fp), 0)
+    xs = h.coords(0)
+    band = np.abs(xs) <= p.midline_band_mm / 2.0
+    top[~band, :] = 0.0
+    lab, n = ndi.label(top >= p.nose_min_protrusion_mm)
+    if n == 0:
+        return None
+    peaks = ndi.maximum(top, lab, np.arange(1, n + 1))
+    for c in np.argsort(-np.asarray(peaks)):
+        comp = lab == c + 1
+        sk = np.where(comp & valid, s, -np.inf)
+        ix, iz = np.unravel_index(int(np.argmax(sk)), sk.shape)
+        y_tip = float(s[ix, iz])
+        cols = np.flatnonzero(valid[:, iz])
+        width = float(xs[cols[-1]] - xs[cols[0]])
+        depth = y_tip - float(bf[ix, iz])
+        if width <= p.max_head_width_mm and p.nose_depth_mm[0] <= depth <= p.nose_depth_mm[1]:
+            return int(ix), int(iz), float(peaks[c])
+        log.debug("nose candidate rejected: width %.0f mm, depth %.0f mm", width, depth)
+    return None
+
+
+def _profile(m: _Maps, h: _Grid, p: AnnotateParams) -> Arr:
+    xs = h.coords(0)
+    band = np.abs(xs) <= max(h.spacing, 4.0)
+    if not band.any():
+        return None
+    return np.fmax.reduce(np.where(band[:, None], m.skin, np.nan), axis=0)
+
+
+def _facial_line(
+    h: _Grid, m: _Maps, tip: tuple[int, int, float], p: AnnotateParams
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Forehead and chin points (y, z; frame mm) of the skin profile's front tangent (the line
+    that touches the forehead and the chin from the front), or None when they are not seen."""
+    prof = _profile(m, h, p)
+    if prof is None:
+        return None
+    zs = h.coords(2)
+    z_tip = zs[tip[1]]
+    ok = np.isfinite(prof)
+    up = np.flatnonzero(ok & (zs > z_tip + 44.0) & (zs < z_tip + 80.0))
+    dn = np.flatnonzero(ok & (zs < z_tip - 45.0) & (zs > z_tip - 95.0))
+    if len(up) < 3 or len(dn) < 3 or zs[up].max() < z_tip + 56.0 or zs[dn].min() > z_tip - 75.0:
+        return None
+    pts = np.concatenate([up, dn])
+    best: tuple[int, int] | None = None
+    for i in up:
+        for j in dn:
+            # line through (prof[i], zs[i]) and (prof[j], zs[j]); all points behind it
+            t = (zs[pts] - zs[j]) / (zs[i] - zs[j])
+            yl = prof[j] + t * (prof[i] - prof[j])
+            if np.all(prof[pts] <= yl + 1e-6):
+                best = (int(i), int(j))
+                break
+        if best is not None:
+            break
+    if best is None:
+        return None
+    i, j = best
+    return (float(prof[i]), float(zs[i])), (float(prof[j]), float(zs[j]))
+
+
+def _tragus_depth(
+    h: _Grid, xs: Arr, zs: Arr, x_tip: float, y_tip: float, z_tip: float, p: AnnotateParams
+) -> float:
+    """How far (mm, along y) the tragus lies behind the nose tip: a fraction of the head's
+    depth at the level of the ears, within bounds; the default when the back is not seen."""
+    kx = np.flatnonzero(np.abs(xs - x_tip) <= 10.0)
+    kz = np.flatnonzero((zs > z_tip + 10.0) & (zs < z_tip + 30.0))
+    if len(kx) == 0 or len(kz) == 0:
+        return p.tragus_behind_tip_mm
+    sub = h.data[kx[0] : kx[-1] + 1, :, kz[0] : kz[-1] + 1] > p.body_hu
+    sub = _largest_component(ndi.binary_opening(sub, iterations=1))
+    if not sub.any():
+        return p.tragus_behind_tip_mm
+    ys = h.coords(1)
+    back = float(np.median(ys[np.argwhere(sub)[:, 1]].min()))
+    if back <= ys[0] + 2.0 * h.spacing:  # the back of the head is cut off
+        return p.tragus_behind_tip_mm
+    lo, hi = p.tragus_depth_range_mm
+    return float(np.clip(p.tragus_fraction * (y_tip - back) + p.tragus_margin_mm, lo, hi))
+
+
+def _menton(
+    xs: Arr, zs: Arr, b0: Arr, x_tip: float, y_tip: float, z_tip: float, p: AnnotateParams
+) -> tuple[float, float]:
+    """(z, y) of the lowest point of the anterior mandible at the midline, or nan."""
+    band = np.abs(xs - x_tip) <= 8.0
+    prof = np.fmax.reduce(np.where(band[:, None], b0, np.nan), axis=0)
+    rows = [k for k in np.argsort(-zs) if zs[k] < z_tip - 25.0]
+    last_z, last_y = math.nan, math.nan
+    for k in rows:
+        z, y = float(zs[k]), float(prof[k])
+        if not math.isfinite(last_z):
+            if z < z_tip - 60.0:
+                break
+            if math.isfinite(y) and y > y_tip - p.mandible_behind_tip_mm:
+                last_z, last_y = z, y
+            continue
+        if math.isfinite(y) and y > last_y - 20.0:
+            last_z, last_y = z, max(y, last_y - 4.0)
+        elif z < last_z - 10.0:
+            break
+    if not math.isfinite(last_z) or last_z > z_tip - 45.0:
+        return math.nan, math.nan
+    return last_z, last_y
+
+
+def _head_grid(w: _Grid, body_pts: Arr, origin: Arr, axes: Arr, g: float) -> _Grid:
+    fr = (body_pts - origin) @ axes
+    lo = np.floor((fr.min(0) - 16.0) / g) * g
+    hi = fr.max(0) + 16.0
+    shape = tuple(int(v) for v in np.floor((hi - lo) / g) + 1)
+    return _resample(w, origin, axes, lo, shape, g)
+
+
+def _find_head(w: _Grid, p: AnnotateParams) -> tuple[Arr | None, FaceLandmarks, _Grid] | None:
+    bb = _body_and_bone(w, p)
+    if bb is None:
+        return None
+    c, body, bone = bb
+    yaw, roll, origin = _symmetry(c, bone, p)
+    body_pts = c.to_world(c.lo + c.spacing * np.argwhere(body).astype(float))
+    pitch = 0.0
+    nasion = pog = None
+    for _ in range(3):
+        axes = _rot(yaw, roll, pitch)
+        h = _head_grid(w, body_pts, origin, axes, p.grid_mm)
+        m = _maps(h, p)
+        bo, bf = _bone_front(m, h, p)
+        tip = _nose_tip(h, m, bf, p)
+        if tip is None:
+            log.debug("no nose found: empty mask")
+            return None, FaceLandmarks(False, axes, origin, yaw, roll, pitch), h
+        line = _facial_line(h, m, tip, p)
+        if line is None:
+            break
+        nasion, pog = line
+        theta = math.degrees(math.atan2(nasion[0] - pog[0], nasion[1] - pog[1]))
+        dp = -(theta - p.facial_line_deg)
+        if abs(dp) < 1.5 or abs(pitch + dp) > p.max_tilt_deg + 10.0:
+            break
+        pitch += dp
+    return _face_mask(h, m, (bo, bf), tip, (nasion, pog), (yaw, roll, pitch), p)
+
+
+def _face_mask(
+    h: _Grid,
+    m: _Maps,
+    fronts: tuple[Arr, Arr],
+    tip: tuple[int, int, float],
+    line: tuple[tuple[float, float] | None, tuple[float, float] | None],
+    pose: tuple[float, float, float],
+    p: AnnotateParams,
+) -> tuple[Arr, FaceLandmarks, _Grid]:
+    g = h.spacing
+    xs, ys, zs = h.coords(0), h.coords(1), h.coords(2)
+    ix, iz, protrusion = tip
+    x_tip, z_tip = float(xs[ix]), float(zs[iz])
+    y_tip = float(m.skin[ix, iz])
+    # bone front: thin bright things dropped, orbits and aperture bridged (the rim plane)
+    b0 = _fill(m.bone, float(ys[0]))
+    bo, bf = fronts
+    # orbits: deep holes of the bone front beside the midline, above the tip
+    hole = (bf - bo) > p.orbit_depth_mm
+    zz = zs[None, :]
+    xx = np.abs(xs)[:, None]
+    orb = hole & (xx > 12.0) & (xx < 55.0) & (zz > z_tip + 10.0) & (zz < z_tip + 75.0)
+    lab, _ = ndi.label(orb)
+    z_rims = []
+    for side in (1.0, -1.0):
+        sel = (lab > 0) & (np.sign(xs)[:, None] == side)
+        if sel.sum() * g * g >= 150.0:
+            ids = np.bincount(lab[sel])
+            big = lab == int(np.argmax(ids))
+            z_rims.append(float(zs[np.flatnonzero(big.any(0)).max()]))
+    orbits_seen = len(z_rims) > 0
+    z_rim = float(np.mean(z_rims)) if orbits_seen else z_tip + p.rim_above_tip_mm
+    z_top = z_rim + p.forehead_mm
+    # menton: follow the anterior bone front of the midline down from the upper jaw
+    z_men, y_men = _menton(xs, zs, b0, x_tip, y_tip, z_tip, p)
+    if math.isfinite(z_men):
+        z_bot = z_men - p.hyoid_below_menton_mm
+    else:
+        y_men = y_tip - p.mandible_behind_tip_mm
+        z_bot = z_tip - p.hyoid_below_tip_mm
+    y_post = y_tip - _tragus_depth(h, xs, zs, x_tip, y_tip, z_tip, p) + p.tragus_margin_mm
+    # region, per (x, z): y above a limit
+    ramp = np.clip((zz - z_rim) / 20.0, 0.0, 1.0)
+    ylim = np.maximum(bf - p.front_allowance_mm, y_post + ramp * p.forehead_post_extra_mm)
+    if math.isfinite(z_men):
+        ylim = np.where(zz < z_men, np.maximum(ylim, y_men - p.submental_depth_mm), ylim)
+    outz = (zz < z_bot) | (zz > z_top)
+    wide = np.abs(xs - x_tip)[:, None] > p.forehead_half_width_mm + (1.0 - ramp) * 40.0
+    ylim = np.where(outz | wide, np.inf, ylim)
+    region = ys[None, :, None] > ylim[:, None, :]
+    body = h.data > p.body_hu
+    near = ndi.distance_transform_edt(~body, sampling=g) <= p.air_margin_mm
+    mask = region & near & (h.data <= p.bone_hu)
+    yaw, roll, pitch = pose
+    nas, pog = line
+    to_w = h.to_world
+    lm = FaceLandmarks(
+        found=True,
+        frame=h.axes,
+        origin=h.origin,
+        yaw=yaw,
+        roll=roll,
+        pitch=pitch,
+        protrusion_mm=protrusion,
+        nose_tip=to_w([x_tip, y_tip, z_tip]),
+        nasion=None if nas is None else to_w([0.0, *nas]),
+        pogonion=None if pog is None else to_w([0.0, *pog]),
+        menton=None if not math.isfinite(z_men) else to_w([0.0, y_men, z_men]),
+        orbits_seen=orbits_seen,
+        z_rim=z_rim,
+        z_top=z_top,
+        z_bottom=z_bot,
+        y_post=y_post,
+    )
+    return mask, lm, h
+
+
+# ---------------------------------------------------------------------------------------------
+# Back to the stored grid.
+
+
+def _to_source(
+    found: tuple[Arr, FaceLandmarks, _Grid], hu: Arr, aff: Arr, p: AnnotateParams
+) -> Arr:
+    mask_h, _, h = found
+    out = np.zeros(hu.shape, bool)
+    if not mask_h.any():
+        return out
+    # bounding box of the mask in source indices
+    nz = np.argwhere(mask_h)
+    lo_i, hi_i = nz.min(0) - 1, nz.max(0) + 1
+    corners = np.array(
+        [
+            [a, b, c]
+            for a in (lo_i[0], hi_i[0])
+            for b in (lo_i[1], hi_i[1])
+            for c in (lo_i[2], hi_i[2])
+        ],
+        float,
+    )
+    cw = h.to_world(h.lo + h.spacing * corners)
+    inv = np.linalg.inv(aff)
+    cs = cw @ inv[:3, :3].T + inv[:3, 3]
+    s0 = np.maximum(np.floor(cs.min(0)).astype(int), 0)
+    s1 = np.minimum(np.ceil(cs.max(0)).astype(int) + 1, np.array(hu.shape))
+    if np.any(s1 <= s0):
+        return out
+    # head index = (axes.T @ (aff @ s - origin) - lo) / g
+    mat = h.axes.T @ aff[:3, :3] / h.spacing
+    off = (h.axes.T @ (aff[:3, 3] - h.origin) - h.lo) / h.spacing + mat @ s0
+    shape = tuple(int(v) for v in s1 - s0)
+    f = ndi.affine_transform(
+        mask_h.astype(np.float32), mat, off, output_shape=shape, order=1, cval=0.0
+    )
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(s0, s1, strict=True))
+    out[sl] = (f >= 0.5) & (hu[sl] <= p.bone_hu) & (hu[sl] >= p.pad_below_hu)
+    return out

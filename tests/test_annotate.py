@@ -1,0 +1,123 @@
+"""Tests of ctadeface.annotate: the anatomy-driven face annotator (phantoms, one real head)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctadeface.annotate import AnnotateParams, annotate_face, annotate_face_landmarks
+from ctadeface.phantom import MASKABLE, Phantom, Tissue, make_phantom
+
+SMALL = {"shape": (72, 72, 72), "spacing": (3.0, 3.0, 3.0), "crop": False, "pad_prob": 0.0}
+VHP = Path(__file__).resolve().parents[2] / "shared" / "data" / "heads" / "vhp_female_head.nii.gz"
+NEVER = np.array(sorted(set(Tissue) - MASKABLE), np.uint8)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> dict[int, Phantom]:
+    # random voxel orders, tilts up to 20 degrees, storages and head sizes
+    return {s: make_phantom(s, **SMALL) for s in (11, 12, 13)}
+
+
+@pytest.fixture(scope="module")
+def masks(phantoms: dict[int, Phantom]) -> dict[int, np.ndarray]:
+    return {s: annotate_face(p.hu(), p.affine) for s, p in phantoms.items()}
+
+
+def test_dice_against_phantom(phantoms: dict[int, Phantom], masks: dict[int, np.ndarray]) -> None:
+    for s, p in phantoms.items():
+        assert masks[s].shape == p.face.shape and masks[s].dtype == bool
+        assert _dice(masks[s], p.face) >= 0.85, (s, p.spec.rotation_deg, p.spec.axis_map)
+    mean = np.mean([_dice(masks[s], p.face) for s, p in phantoms.items()])
+    assert mean >= 0.88
+
+
+def test_never_bone_brain_vessels_or_ears(
+    phantoms: dict[int, Phantom], masks: dict[int, np.ndarray]
+) -> None:
+    for s, p in phantoms.items():
+        bad = masks[s] & np.isin(p.tissue, NEVER)
+        # a few voxels of the inner air margin may fall on partial labels; never brain or bone
+        assert bad.sum() <= 0.002 * masks[s].sum(), (s, np.bincount(p.tissue[bad]))
+        for t in (Tissue.BONE, Tissue.TEETH, Tissue.BRAIN, Tissue.VESSEL_INTRACRANIAL):
+            assert not (masks[s] & (p.tissue == t)).any(), (s, t.name)
+
+
+def test_landmarks_follow_pose(phantoms: dict[int, Phantom]) -> None:
+    p = phantoms[11]
+    _, lm = annotate_face_landmarks(p.hu(), p.affine)
+    assert lm.found
+    tip_true = p.head_to_world[:3, :3] @ np.array([0.0, 106.0, -37.0]) + p.head_to_world[:3, 3]
+    assert np.linalg.norm(lm.nose_tip - tip_true) < 12.0
+    # the frame's anterior axis is the head's
+    y_true = p.head_to_world[:3, 1] / np.linalg.norm(p.head_to_world[:3, 1])
+    assert float(lm.frame[:, 1] @ y_true) > np.cos(np.radians(12.0))
+
+
+def test_padding_outside_fov_and_ras_order() -> None:
+    p = make_phantom(21, **SMALL, random_order=False)
+    padded = make_phantom(p.spec, pad_value=-3024.0, fov_radius_frac=0.97)
+    m0 = annotate_face(p.hu(), p.affine)
+    m1 = annotate_face(padded.hu(), padded.affine)
+    assert _dice(m1, padded.face) >= 0.85
+    assert not (m1 & (padded.tissue == Tissue.OUTSIDE_FOV)).any()
+    assert _dice(m0, m1) >= 0.9
+
+
+def test_deterministic(phantoms: dict[int, Phantom], masks: dict[int, np.ndarray]) -> None:
+    p = phantoms[12]
+    assert np.array_equal(annotate_face(p.hu(), p.affine), masks[12])
+
+
+def test_brain_only_crop_gives_empty_mask() -> None:
+    # the field of view centred high on the vault: no nose, no face
+    p = make_phantom(5, **SMALL, random_order=False)
+    p = make_phantom(p.spec, fov_center_mm=(0.0, -5.0, 95.0), shape=(72, 72, 30))
+    assert annotate_face(p.hu(), p.affine).sum() <= 0.01 * p.data.size
+
+
+def test_abdomen_cylinder_constant_and_air_give_empty_masks() -> None:
+    n = 48
+    i, j, _ = np.meshgrid(*(np.arange(n, dtype=np.float32),) * 3, indexing="ij")
+    cyl = np.where((i - 24) ** 2 + ((j - 24) / 1.3) ** 2 < 18**2, 40.0, -1000.0).astype(np.float32)
+    cyl[20:28, 18:30, :] = 700.0  # a spine
+    aff = np.diag([6.0, 6.0, 6.0, 1.0])
+    for vol in (cyl, np.zeros((n, n, n), np.float32), np.full((n, n, n), -1000, np.float32)):
+        m = annotate_face(vol, aff)
+        assert m.shape == vol.shape and not m.any()
+    assert not annotate_face(np.zeros((1, 5, 5), np.float32), np.eye(4)).any()
+
+
+def test_params_are_frozen_with_documented_defaults() -> None:
+    p = AnnotateParams()
+    assert p.air_margin_mm >= 5.0 and p.forehead_mm == 40.0
+    with pytest.raises(AttributeError):
+        p.air_margin_mm = 3.0  # type: ignore[misc]
+
+
+@pytest.mark.skipif(not VHP.exists(), reason="shared head data not available")
+def test_real_head_mask_is_anterior_and_covers_nose_tip() -> None:
+    from ctadeface.io import load_ct
+
+    ct = load_ct(VHP)
+    hu = ct.hu()
+    m, lm = annotate_face_landmarks(hu, ct.affine)
+    assert lm.found and m.any()
+    idx = np.argwhere(m)[::50].astype(float)
+    cen = idx @ ct.affine[:3, :3].T + ct.affine[:3, 3]
+    body = np.argwhere(hu > -300)[::500].astype(float)
+    bcen = body @ ct.affine[:3, :3].T + ct.affine[:3, 3]
+    assert cen.mean(0)[1] > bcen.mean(0)[1] + 40.0  # the mask lies anterior (RAS y)
+    # the most anterior skin point (nose tip) lies inside the mask
+    skin = np.argwhere(hu > -300)
+    world_y = skin @ ct.affine[:3, :3].T[:, 1] + ct.affine[1, 3]
+    tip = skin[int(np.argmax(world_y))]
+    lo = np.maximum(tip - 2, 0)
+    assert m[lo[0] : tip[0] + 3, lo[1] : tip[1] + 3, lo[2] : tip[2] + 3].any()
+    assert not (m & (hu > 600)).any()
