@@ -17,6 +17,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="flag a scan whose defaced renders reach this face probability (default: 0.5)",
     )  # fmt: skip
     m.add_argument(
+        "--postprocess", action=argparse.BooleanOptionalAction, default=None,
+        help="grow the mask into the air in front of the skin and never fill bone "
+        "(default: on for the 'open' model, off for other models)",
+    )  # fmt: skip
+    m.add_argument(
         "--remove-demographics", "--remove_demographics", action="store_true",
         help="also remove PatientSex, PatientAge, PatientWeight, PatientSize from sidecars",
     )  # fmt: skip
@@ -156,6 +162,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
         device=args.device,
         fill=args.fill,
         tta=args.tta,
+        postprocess=args.postprocess,
         nprocs=args.nprocs,
         work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
         overwrite=args.overwrite,
@@ -248,6 +255,8 @@ def _participant(settings: Settings) -> int:
 
     scans = _find_scans(settings)
     model = resolve_model(settings.model, settings.cache_dir)
+    if settings.postprocess is None:
+        settings = replace(settings, postprocess=model.postprocess)
 
     def make_segmenter() -> participant.Segmenter:
         from .segment import FaceSegmenter

@@ -110,3 +110,60 @@ def apply_fill(image: CTImage, mask: np.ndarray, fill: Fill, *, seed: int = 0) -
     else:
         out[mask] = np.asarray(fill.stored_value).astype(out.dtype)
     return out
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """The fixed mask post-processing of mask-definition.md (HU and mm).
+
+    Attributes:
+        bone_hu: voxels above this are bone or teeth and are never masked (enhanced facial
+            vessels, 200-500 HU, stay in the mask).
+        air_hu: voxels below this count as air, into which the margin may grow.
+        margin_mm: thickness of the air margin added around the mask ("bulky masks are good
+            masks": the filled region must not trace the face).
+    """
+
+    bone_hu: float = 600.0
+    air_hu: float = -500.0
+    margin_mm: float = 6.0
+
+
+def postprocess(
+    mask: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: PostProcess = PostProcess(),
+) -> np.ndarray:
+    """Grow ``mask`` by ``margin_mm`` into air and drop bone; a new bool array.
+
+    ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
+    bounding box of the mask (plus the margin) is processed, so large scans stay cheap.
+    """
+    from scipy import ndimage
+
+    if mask.shape != hu.shape:
+        raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
+    if not mask.any():
+        return mask.copy()
+    pad = [int(np.ceil(params.margin_mm / s)) + 1 for s in spacing]
+    box = tuple(
+        slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
+        for idx, p, n in zip(_occupied(mask), pad, mask.shape, strict=True)
+    )
+    sub_mask, sub_hu = mask[box], hu[box]
+    if params.margin_mm > 0:
+        distance = ndimage.distance_transform_edt(~sub_mask, sampling=spacing)
+        grown = sub_mask | ((distance <= params.margin_mm) & (sub_hu < params.air_hu))
+    else:
+        grown = sub_mask.copy()
+    grown &= sub_hu <= params.bone_hu
+    out = np.zeros_like(mask, dtype=bool)
+    out[box] = grown
+    return out
+
+
+def _occupied(mask: np.ndarray) -> list[np.ndarray]:
+    """For each axis, the indices of the slices that hold any True voxel."""
+    axes = range(mask.ndim)
+    return [np.flatnonzero(mask.any(axis=tuple(a for a in axes if a != ax))) for ax in axes]

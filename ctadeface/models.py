@@ -28,7 +28,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
@@ -54,6 +54,7 @@ class ModelSpec:
     ``checkpoint_sha256`` maps each checkpoint used (path relative to ``folder``, e.g.
     ``fold_all/checkpoint_final.pth``) to its sha256, for provenance. ``pinned`` is True when the
     files matched the sha256 sums pinned in the registry (else they are whatever the user gave).
+    ``postprocess``: the model's default for ``deface.postprocess`` (see RegistryEntry).
     """
 
     name: str
@@ -66,6 +67,7 @@ class ModelSpec:
     licence: str
     checkpoint_sha256: Mapping[str, str]
     pinned: bool = False
+    postprocess: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class RegistryEntry:
     ``files`` pins ``relpath`` (relative to the trained-model folder) -> (size in bytes, sha256);
     it may be empty (our own ``open`` model until it is built). ``home`` is where the model is
     normally installed (the Docker image or the package); every search root is searched.
+    ``postprocess``: whether the app applies the fixed post-processing of mask-definition.md
+    (``deface.postprocess``) to this model's masks by default (our own model was designed
+    with it; the published CTA-DEFACE model is used as published).
     """
 
     name: str
@@ -84,6 +89,7 @@ class RegistryEntry:
     relpath: str
     files: Mapping[str, tuple[int, str]]
     home: Path
+    postprocess: bool = False
 
 
 _CTA_DEFACE_FOLDER = "Dataset001_DEFACE/nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -137,6 +143,7 @@ REGISTRY: Mapping[str, RegistryEntry] = MappingProxyType(
             relpath="Dataset902_OpenFace/nnUNetTrainer__nnUNetPlans__3d_fullres",
             files=MappingProxyType({}),
             home=PACKAGE_MODELS_DIR,
+            postprocess=True,
         ),
     }
 )
@@ -196,7 +203,8 @@ def resolve_registry_entry(entry: RegistryEntry, roots: Sequence[Path]) -> Model
             "or build the Docker image, which downloads it"
         )
     verified = verify_pinned_files(entry, folder)
-    return _resolve_directory(entry.name, folder, licence=entry.licence, verified=verified)
+    spec = _resolve_directory(entry.name, folder, licence=entry.licence, verified=verified)
+    return replace(spec, postprocess=entry.postprocess)
 
 
 def verify_pinned_files(entry: RegistryEntry, folder: Path) -> dict[str, str]:

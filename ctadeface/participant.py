@@ -10,13 +10,13 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .deface import apply_fill, choose_fill
+from .deface import PostProcess, apply_fill, choose_fill, postprocess
 from .discover import Scan
 from .errors import CTADefaceError, InputError
 from .io import (
@@ -41,6 +41,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: The fixed post-processing of mask-definition.md, applied when settings.postprocess is on.
+POSTPROCESS = PostProcess()
 DEFACED, SKIPPED, FAILED, PLANNED = "defaced", "skipped", "failed", "planned"
 FACE_DETECTED, MASK_EMPTY = "face-detected", "mask-empty"
 
@@ -107,6 +109,7 @@ def run_request(
         "ModelCheckpointSHA256": sorted(model_key.values()),
         "Fill": settings.fill,
         "TTA": settings.tta,
+        "PostProcess": bool(settings.postprocess),
         "Verified": verified,
     }
 
@@ -125,6 +128,8 @@ def deface_scan(
     image = load_ct(scan.path)
     hu = image.hu()
     mask = np.asarray(segmenter.predict(hu, image.spacing), dtype=bool)
+    if settings.postprocess:
+        mask = postprocess(mask, hu, image.spacing, POSTPROCESS)
     fill = choose_fill(image, settings.fill)
     defaced = apply_fill(image, mask, fill, seed=int(request["InputSHA256"][:8], 16))
     n_voxels = int(np.count_nonzero(mask))
@@ -161,6 +166,7 @@ def deface_scan(
             "NoiseStdHU": fill.std_hu,
             "StoredValue": fill.stored_value,
         },
+        "PostProcessing": asdict(POSTPROCESS) if settings.postprocess else "none",
         "Verification": verification if verification is not None else "not run (--no-verify)",
         "StartTime": started.isoformat(timespec="seconds"),
         "DurationSeconds": round(time.perf_counter() - t0, 3),

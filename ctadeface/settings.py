@@ -28,6 +28,8 @@ class Settings:
         device: "auto", "cuda" or "cpu".
         fill: fill policy of ``ctadeface.deface``.
         tta: nnU-Net test-time augmentation (mirroring).
+        postprocess: apply ``deface.postprocess`` (air margin, no bone) to the mask; None =
+            the model's own default (on for ``open``, off for other models).
         nprocs: CPU threads for torch (None = torch's default).
         work_dir: scratch space (extracted model zips).
         overwrite: redo scans whose outputs are up to date.
@@ -50,6 +52,7 @@ class Settings:
     device: str = "auto"
     fill: str = "p10"
     tta: bool = False
+    postprocess: bool | None = None
     nprocs: int | None = None
     work_dir: Path | None = None
     overwrite: bool = False

@@ -93,3 +93,22 @@ def test_mask_shape_must_match():
     img = _image(np.zeros((4, 4, 4), np.int16))
     with pytest.raises(ValueError, match="shape"):
         apply_fill(img, np.zeros((4, 4, 5), bool), choose_fill(img, "air"))
+
+
+def test_postprocess_adds_an_air_margin_and_drops_bone():
+    from ctadeface.deface import PostProcess, postprocess
+
+    hu = np.full((40, 40, 40), -1000.0, np.float32)
+    hu[:, :20, :] = 40.0  # soft tissue, "skin" at j = 20
+    hu[18:22, 5:8, 18:22] = 1200.0  # a bone fragment inside the mask's box
+    hu[25, 10, 25] = 400.0  # an enhanced vessel
+    mask = np.zeros(hu.shape, bool)
+    mask[10:30, 5:20, 10:30] = True
+    out = postprocess(mask, hu, (1.0, 2.0, 1.0), PostProcess(margin_mm=6.0))
+    assert not out[hu > 600].any() and out[25, 10, 25]
+    # the margin grows 6 mm = 3 voxels (2 mm spacing) into the air in front of the skin...
+    assert out[20, 20:23, 20].all() and not out[20, 23, 20]
+    # ...and 6 voxels (1 mm) sideways in air only, never into soft tissue outside the mask
+    assert out[20, 20, 5] and not out[20, 20, 3]  # 5.4 mm and 7.3 mm from the mask
+    assert not out[5, 10, 20]
+    assert not postprocess(np.zeros_like(mask), hu, (1.0, 1.0, 1.0)).any()

@@ -168,3 +168,14 @@ def test_changed_request_redoes_the_scan(dataset):
         dataclasses.replace(settings, fill="air"), scans, lambda: seg, model_key={"a": "b"}
     )
     assert [r.status for r in results] == [DEFACED] * 3 and seg.calls == 6
+
+
+def test_postprocess_grows_the_mask_and_is_recorded(dataset):
+    from ctadeface.outputs import output_paths, read_provenance
+
+    settings, scans = dataset
+    plain = run(settings, scans[:1], ThresholdSegmenter)
+    grown = run(dataclasses.replace(settings, postprocess=True), scans[:1], ThresholdSegmenter)
+    assert plain[0].status == grown[0].status == DEFACED
+    prov = read_provenance(output_paths(settings.output_dir, scans[0]).defaced_json)
+    assert prov["PostProcessing"]["margin_mm"] > 0 and prov["Request"]["PostProcess"] is True
