@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import pickle
+import time
 import zipfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -123,6 +124,7 @@ class FaceSegmenter:
         tta: bool = False,
         nprocs: int | None = None,
     ) -> None:
+        t0 = time.perf_counter()
         self.model = model
         self.tta = tta
         self.device = choose_device(device)
@@ -157,13 +159,15 @@ class FaceSegmenter:
                 raise ModelError(f"model {model.folder} cannot be loaded: {err}") from err
         self._check_supported(predictor)
         self._predictor = predictor
+        self.load_seconds = time.perf_counter() - t0
         log.info(
-            "loaded model %s (%s, folds %s) on %s, tta %s",
+            "loaded model %s (%s, folds %s) on %s, tta %s, in %.2f s",
             model.name,
             model.folder,
             ",".join(model.folds),
             self.device,
             "on" if tta else "off",
+            self.load_seconds,
         )
 
     def _check_supported(self, predictor: Any) -> None:

@@ -1,0 +1,256 @@
+"""Benchmark: our participant pipeline vs. the reference CTA-DEFACE pipeline vs. the I/O floor.
+
+Run by hand (not in ``make test``), on a quiet machine::
+
+    .venv/bin/python bench/benchmark.py [--model open] [--runs 3] [--out bench/results]
+
+For each input (a 512x512x300 int16 CTA-sized phantom at 0.45x0.45x0.6 mm, and the Visible Human
+head of ../shared/data when present), alternating A/B/C within each repetition:
+
+- (a) ours: ``run.py BIDS OUT participant --no-verify --no-postprocess`` on a one-scan dataset,
+  as a subprocess; wall, CPU (user+sys) and peak RSS from ``/usr/bin/time -v``; the model load
+  and the scan's own time are read from the run's log;
+- (b) reference, as the upstream CTA-DEFACE script does it: ``nnUNetv2_predict_from_modelfolder``
+  on a temp folder holding a ``_0000.nii.gz`` copy, then ``get_fdata``, fill with the 10th
+  percentile, save as float64; same model folder, device and TTA setting (off);
+- (c) I/O floor: read the source and write one int16 image and one uint8 mask of the same grid
+  with ``ctadeface.io``.
+
+It prints min/median/max of every measure, the ratios a/b and a/c, the Dice between the masks of
+(a) and (b), and writes ``results.md`` and ``results.json`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+PY = sys.executable
+BIN = Path(PY).parent
+
+
+def _time_v(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``cmd`` under /usr/bin/time -v; return wall, cpu seconds and peak RSS (MiB)."""
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    err = proc.stderr
+
+    def field(name: str) -> str:
+        match = re.search(rf"{re.escape(name)}: (.+)", err)
+        if not match:
+            raise RuntimeError(f"no '{name}' in /usr/bin/time output")
+        return match.group(1).strip()
+
+    wall_text = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
+    parts = [float(p) for p in wall_text.split(":")]
+    wall = sum(p * 60**i for i, p in enumerate(reversed(parts)))
+    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+    rss = float(field("Maximum resident set size (kbytes)")) / 1024.0
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, "stdout": proc.stdout}
+
+
+def make_inputs(work: Path) -> dict[str, Path]:
+    """The benchmark inputs as NIfTI files (the phantom is made once and cached in ``work``)."""
+    inputs: dict[str, Path] = {}
+    phantom_path = work / "cta_phantom_512x512x300.nii.gz"
+    if not phantom_path.exists():
+        from ctadeface.phantom import make_phantom
+
+        phantom = make_phantom(
+            7, shape=(512, 512, 300), spacing=(0.45, 0.45, 0.6), storages=("int16",), crop=False
+        )
+        nib.save(phantom.to_nifti(), str(phantom_path))
+    inputs["cta-phantom"] = phantom_path
+    vhp = SHARED / "heads" / "vhp_female_head.nii.gz"
+    if vhp.is_file():
+        inputs["vhp-head"] = vhp
+    return inputs
+
+
+def one_scan_dataset(source: Path, root: Path) -> Path:
+    """A BIDS dataset holding ``source`` (linked) as sub-bench's only CT."""
+    if root.exists():
+        shutil.rmtree(root)
+    anat = root / "sub-bench" / "anat"
+    anat.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "bench", "BIDSVersion": "1.10.0"}')
+    os.symlink(source.resolve(), anat / "sub-bench_ct.nii.gz")
+    return root
+
+
+def run_ours(source: Path, work: Path, model: str) -> tuple[dict, np.ndarray]:
+    """(a): the participant level as a user runs it; timings and the written mask."""
+    bids = one_scan_dataset(source, work / "bids")
+    out = work / "ours"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
+    stats = _time_v([*cmd, "--no-verify", "--no-postprocess", "-v"])
+    log = next((out / "logs").glob("participant-*.log")).read_text()
+    match = re.search(r"loaded model .*, in ([0-9.]+) s", log)
+    stats["model_load_s"] = float(match.group(1)) if match else float("nan")
+    prov = json.loads(next(out.rglob("*_desc-defaced_ct.json")).read_text())["Defacing"]
+    stats["scan_s"] = float(prov["DurationSeconds"])
+    mask = np.asanyarray(nib.load(str(next(out.rglob("*_mask.nii.gz")))).dataobj) > 0
+    return stats, mask
+
+
+REFERENCE_SCRIPT = textwrap.dedent(
+    """
+    import sys, subprocess, shutil, pathlib, tempfile
+    import numpy as np, nibabel as nib
+    src, model, out, predict = sys.argv[1:5]
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    (tmp / "in").mkdir(); (tmp / "pred").mkdir()
+    shutil.copy(src, tmp / "in" / "case_0000.nii.gz")
+    subprocess.run([predict, "-i", str(tmp / "in"), "-o", str(tmp / "pred"), "-m", model,
+                    "-f", "all", "--disable_tta", "-device", "cpu"], check=True,
+                   stdout=subprocess.DEVNULL)
+    img = nib.load(src)
+    data = img.get_fdata()
+    mask = nib.load(str(tmp / "pred" / "case.nii.gz")).get_fdata() > 0
+    data[mask] = np.percentile(data, 10)
+    nib.save(nib.Nifti1Image(data, img.affine), out)
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), img.affine), out + ".mask.nii.gz")
+    shutil.rmtree(tmp)
+    """
+)
+
+
+def run_reference(source: Path, work: Path, model_folder: Path) -> tuple[dict, np.ndarray]:
+    """(b): the upstream way: nnU-Net CLI on a temp folder, get_fdata, p10, float64 save."""
+    script = work / "reference.py"
+    script.write_text(REFERENCE_SCRIPT)
+    out = work / "reference_defaced.nii.gz"
+    predict = str(BIN / "nnUNetv2_predict_from_modelfolder")
+    stats = _time_v([PY, str(script), str(source), str(model_folder), str(out), predict])
+    mask = np.asanyarray(nib.load(str(out) + ".mask.nii.gz").dataobj) > 0
+    return stats, mask
+
+
+FLOOR_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from pathlib import Path
+    from ctadeface.io import load_ct, write_image_atomic
+    image = load_ct(Path(sys.argv[1]))
+    out = Path(sys.argv[2])
+    write_image_atomic(out / "image.nii.gz", image.data.astype(np.int16), image)
+    write_image_atomic(out / "mask.nii.gz", np.zeros(image.data.shape, np.uint8), image)
+    """
+)
+
+
+def run_floor(source: Path, work: Path) -> dict:
+    """(c): read the source, write an int16 image and a uint8 mask with our I/O."""
+    script = work / "floor.py"
+    script.write_text(FLOOR_SCRIPT)
+    out = work / "floor"
+    out.mkdir(exist_ok=True)
+    return _time_v([PY, str(script), str(source), str(out)])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="open", help="registry name or model folder (default open)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ctadeface-bench")
+    args = p.parse_args(argv)
+
+    from ctadeface.models import resolve_model
+
+    folder = resolve_model(args.model, args.work / "cache").folder
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for name, source in make_inputs(args.work).items():
+        runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
+        dices = []
+        for i in range(args.runs):
+            order = ("a", "b", "c") if i % 2 == 0 else ("b", "a", "c")
+            masks = {}
+            for which in order:
+                if which == "a":
+                    stats, masks["a"] = run_ours(source, args.work, args.model)
+                elif which == "b":
+                    stats, masks["b"] = run_reference(source, args.work, folder)
+                else:
+                    stats = run_floor(source, args.work)
+                stats.pop("stdout", None)
+                runs[which].append(stats)
+                print(f"{name} run {i + 1} {which}: {stats}", flush=True)
+            dices.append(dice(masks["a"], masks["b"]))
+        res = {k: {m: summary([r[m] for r in v]) for m in v[0]} for k, v in runs.items()}
+        med = {k: res[k]["wall_s"]["median"] for k in res}
+        res["ratios"] = {"a/b": med["a"] / med["b"], "a/c": med["a"] / med["c"]}
+        res["dice_a_b"] = summary(dices)
+        res["input_mib"] = os.path.getsize(source) / 2**20
+        img = nib.load(str(source))
+        res["int16_volume_mib"] = float(np.prod(img.shape)) * 2 / 2**20
+        results[name] = res
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"machine": machine(), **results}, indent=2))
+    lines = [f"Machine: {machine()}; model `{args.model}`; {args.runs} runs, median [min-max].", ""]
+    lines += [
+        "| input | what | wall s | CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        for key, title in (("a", "(a) ours"), ("b", "(b) reference"), ("c", "(c) I/O floor")):
+            cells = [
+                f"{res[key][m]['median']:.1f} [{res[key][m]['min']:.1f}-{res[key][m]['max']:.1f}]"
+                for m in ("wall_s", "cpu_s", "peak_rss_mib")
+            ]
+            lines.append(f"| {name} | {title} | " + " | ".join(cells) + " |")
+        r = res["ratios"]
+        lines.append(
+            f"| {name} | a/b = {r['a/b']:.2f}, a/c = {r['a/c']:.2f}, Dice(a,b) = "
+            f"{res['dice_a_b']['median']:.4f}, model load {res['a']['model_load_s']['median']:.1f}"
+            f" s, int16 volume {res['int16_volume_mib']:.0f} MiB | | | |"
+        )
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
