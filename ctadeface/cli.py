@@ -266,17 +266,9 @@ def _participant(settings: Settings) -> int:
         )
 
     def make_verifier() -> participant.Verifier:
-        from .verify import FaceDetector, figure_png, verify
+        from .verify import checker
 
-        detector = FaceDetector()
-
-        def check(original_hu, defaced_hu, mask, affine):  # type: ignore[no-untyped-def]
-            result, before, after = verify(
-                original_hu, defaced_hu, affine, detector, face_threshold=settings.face_threshold
-            )
-            return result.to_json(), figure_png(before, after, mask, original_hu, affine)
-
-        return check
+        return checker(settings.face_threshold)
 
     results = participant.run(
         settings,

@@ -31,7 +31,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -598,6 +598,24 @@ def verify(
         result.status,
     )
     return result, before, after
+
+
+def checker(
+    face_threshold: float = 0.5, detector: FaceDetector | None = None
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[dict[str, Any], bytes]]:
+    """The participant loop's verifier: ``check(original_hu, defaced_hu, mask, affine)`` returns
+    the verdict (:meth:`Verification.to_json`) and the figure PNG. Loads the detector once."""
+    found = detector or FaceDetector()
+
+    def check(
+        original_hu: np.ndarray, defaced_hu: np.ndarray, mask: np.ndarray, affine: np.ndarray
+    ) -> tuple[dict[str, Any], bytes]:
+        result, before, after = verify(
+            original_hu, defaced_hu, affine, found, face_threshold=face_threshold
+        )
+        return result.to_json(), figure_png(before, after, mask, original_hu, affine)
+
+    return check
 
 
 # ---------------------------------------------------------------------------------------------
