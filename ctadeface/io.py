@@ -9,6 +9,7 @@ a reader never sees a half-written output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import os
@@ -212,11 +213,22 @@ def image_like(data: np.ndarray, like: CTImage) -> nib.Nifti1Image:
     return img
 
 
+def _owner() -> str:
+    """Who may judge whether a temp file's writer is alive: this host and PID namespace (two
+    containers on one node share a hostname but not their process ids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        namespace = "0"
+    host = socket.gethostname().replace("-", "_")
+    return f"{host}.{namespace}"
+
+
 def _temp_name(path: Path) -> Path:
     """A hidden sibling of ``path`` with the same extension, unique to this host and process."""
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     base = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    token = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+    token = f"{_owner()}-{os.getpid()}-{os.urandom(4).hex()}"
     return path.with_name(f".{base}{TEMP_MARKER}{token}{suffix}")
 
 
@@ -237,9 +249,9 @@ def _atomic_path(path: Path, *, exclusive: bool = False) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         if exclusive:
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-            tmp.unlink()
+            _link_once(tmp, path)
+            with contextlib.suppress(FileNotFoundError):  # renamed by the fallback
+                tmp.unlink()
         else:
             os.replace(tmp, path)
     except OSError as e:
@@ -250,6 +262,20 @@ def _atomic_path(path: Path, *, exclusive: bool = False) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _link_once(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` unless that exists (first writer wins). Falls back to a
+    checked rename on file systems without hard links (some network and FUSE mounts)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if not path.exists():
+            os.replace(tmp, path)
 
 
 def write_image_atomic(path: Path, data: np.ndarray, like: CTImage) -> None:
@@ -282,7 +308,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    host = socket.gethostname()
+    host = _owner()
     for tmp in folder.rglob(f".*{TEMP_MARKER}*"):
         parts = tmp.name.split(TEMP_MARKER, 1)[1].rsplit("-", 2)
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():

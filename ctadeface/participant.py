@@ -118,14 +118,20 @@ def deface_scan(
     scan: Scan,
     paths: OutputPaths,
     request: Mapping[str, Any],
-    segmenter: Segmenter,
-    verifier: Verifier | None,
+    get_segmenter: Callable[[], Segmenter],
+    get_verifier: Callable[[], Verifier | None],
     settings: Settings,
 ) -> tuple[str, str]:
-    """Load, segment, fill, verify and write one scan; return (status, one-line summary)."""
+    """Load, segment, fill, verify and write one scan; return (status, one-line summary).
+
+    The segmenter and verifier are asked for only after the image loaded, so a run whose
+    inputs are all unreadable never loads a network.
+    """
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
     image = load_ct(scan.path)
+    segmenter = get_segmenter()
+    verifier = get_verifier()
     hu = image.hu()
     mask = np.asarray(segmenter.predict(hu, image.spacing), dtype=bool)
     if settings.postprocess:
@@ -239,7 +245,7 @@ def run(
                 results.append(ScanResult(scan, PLANNED, f"would write {paths.defaced}"))
                 continue
             status, summary = deface_scan(
-                scan, paths, request, segmenter.get(), verifier.get(), settings
+                scan, paths, request, segmenter.get, verifier.get, settings
             )
             seconds = time.perf_counter() - t0
             results.append(ScanResult(scan, status, summary, seconds))

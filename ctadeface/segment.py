@@ -23,10 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctadeface.errors import ModelError, UsageError
+from ctadeface.errors import InputError, ModelError, UsageError
 from ctadeface.models import ModelSpec
 
 log = logging.getLogger(__name__)
+
+#: The largest grid nnU-Net may resample a scan to (about 1.6 GB of float32 per channel).
+MAX_RESAMPLED_VOXELS = 4.0e8
 
 #: nnU-Net image readers whose array is the stored NIfTI array transposed (2, 1, 0), spacing
 #: reversed (no reorientation): the only ones whose input we can reproduce from (hu, spacing).
@@ -199,11 +202,26 @@ class FaceSegmenter:
             raise ValueError(f"expected a 3D image, got shape {hu.shape}")
         if len(spacing) != 3 or min(spacing) <= 0:
             raise ValueError(f"expected three positive spacings (mm), got {spacing}")
+        self._check_resampled_size(hu.shape, spacing)
         image = np.asarray(hu, dtype=np.float32).transpose(2, 1, 0)[None]
         properties = {"spacing": [abs(float(s)) for s in spacing[::-1]]}
         with torch.inference_mode(), _quiet("predict"):
             labels = self._predictor.predict_single_npy_array(image, properties, None, None, False)
         return np.ascontiguousarray(np.asarray(labels).transpose(2, 1, 0) != 0)
+
+    def _check_resampled_size(
+        self, shape: tuple[int, ...], spacing: tuple[float, float, float]
+    ) -> None:
+        """Refuse a scan whose grid at the model's spacing would be absurdly large (e.g. a
+        header with voxel sizes in microns read as mm) before nnU-Net allocates it."""
+        target = self._predictor.configuration_manager.spacing[::-1]  # now (i, j, k), mm
+        voxels = float(np.prod([n * s / t for n, s, t in zip(shape, spacing, target, strict=True)]))
+        if voxels > MAX_RESAMPLED_VOXELS:
+            extent = " x ".join(f"{n * s:.0f}" for n, s in zip(shape, spacing, strict=True))
+            raise InputError(
+                f"the image covers {extent} mm: {voxels:.2e} voxels at the model's spacing "
+                f"(limit {MAX_RESAMPLED_VOXELS:.0e}); are the voxel sizes in the header right?"
+            )
 
     def describe(self) -> dict[str, Any]:
         """Provenance: model, folder, configuration, folds, checkpoint sha256s, TTA, device,

@@ -209,12 +209,12 @@ def test_interrupted_write_removes_temp(tmp_path, monkeypatch):
 
 
 def test_remove_stale_temps_only_removes_dead_owners(tmp_path):
-    import socket
+    from ctadeface.io import _owner
 
-    host = socket.gethostname()
+    host = _owner()
     dead = tmp_path / f".x{TEMP_MARKER}{host}-999999999-abcd.nii.gz"
     alive = tmp_path / f".y{TEMP_MARKER}{host}-{os.getpid()}-abcd.nii.gz"
-    other_host = tmp_path / f".z{TEMP_MARKER}elsewhere-1-abcd.json"
+    other_host = tmp_path / f".z{TEMP_MARKER}elsewhere.1-1-abcd.json"
     for p in (dead, alive, other_host):
         p.write_bytes(b"partial")
     assert remove_stale_temps(tmp_path) == [dead]
@@ -227,3 +227,16 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"abc" * 1000)
     assert sha256_file(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_exclusive_write_without_hard_links_still_writes_once(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "d.json"
+    write_text_atomic(target, "first", exclusive=True)
+    write_text_atomic(target, "second", exclusive=True)
+    assert target.read_text() == "first" and sorted(os.listdir(tmp_path)) == ["d.json"]

@@ -179,3 +179,16 @@ def test_postprocess_grows_the_mask_and_is_recorded(dataset):
     assert plain[0].status == grown[0].status == DEFACED
     prov = read_provenance(output_paths(settings.output_dir, scans[0]).defaced_json)
     assert prov["PostProcessing"]["margin_mm"] > 0 and prov["Request"]["PostProcess"] is True
+
+
+def test_unreadable_inputs_never_load_the_model(dataset):
+    settings, scans = dataset
+    for scan in scans:
+        scan.path.write_bytes(b"")
+
+    def must_not_load():
+        raise AssertionError("the model was loaded although no input could be read")
+
+    results = run(settings, scans, must_not_load)
+    assert [r.status for r in results] == [FAILED] * 3
+    assert all("empty file" in r.message for r in results)

@@ -163,3 +163,15 @@ def test_unsupported_reader_is_refused(model_folder: Path, tmp_path: Path) -> No
     (copy / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(ModelError, match="reads images with SimpleITKIOWithReorient"):
         FaceSegmenter(resolve_model(str(copy), tmp_path / "cache"), device="cpu")
+
+
+def test_absurd_voxel_sizes_are_refused_before_resampling():
+    from ctadeface.errors import InputError
+    from ctadeface.models import resolve_model
+    from ctadeface.segment import FaceSegmenter
+
+    tiny = Path(__file__).parent / "data" / "tiny_model" / "Dataset900_TinyFace"
+    seg = FaceSegmenter(resolve_model(str(tiny), Path("/nonexistent-cache")), device="cpu")
+    hu = np.full((20, 20, 20), -1000.0, np.float32)
+    with pytest.raises(InputError, match="voxel sizes"):
+        seg.predict(hu, (400.0, 400.0, 400.0))
