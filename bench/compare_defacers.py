@@ -1,0 +1,141 @@
+"""Compare defacers on the real heads of ../shared/data: face probability and brain touched.
+
+Run by hand (not in ``make test``)::
+
+    .venv/bin/python bench/compare_defacers.py [--model open] [--out bench/results/compare.md]
+
+Defacers, each followed by the same fill (the image's 10th percentile, as CTA-DEFACE):
+
+- ``ours``: the default model (``--model``, post-processed as the app does by default);
+- ``box``: a rectangular prism over the lower face, the kind of mask the ichseg CT defacer and
+  other box tools use (what the CTA-DEFACE paper compared against). In world (RAS) millimetres,
+  from the head's own extent: laterally the central 100 mm, antero-posteriorly from the most
+  anterior skin point back 40 mm (plus 10 mm of air in front), vertically from 200 mm to 110 mm
+  below the top of the skull (chin to the orbit floor, under the frontal lobes);
+- ``cta-deface``: the published CTA-DEFACE weights, when installed (as published: no
+  post-processing).
+
+For each head and defacer: MTCNN's highest face probability over the 15 skin renders before and
+after (``ctadeface.verify``), the number of renders with a detection (p >= 0.7) after, and the
+number of intracranial voxels changed (``evaluate_open_model.intracranial``: brain and CSF
+enclosed by the skull).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from evaluate_open_model import intracranial  # noqa: E402
+
+from ctadeface.deface import apply_fill, choose_fill, postprocess  # noqa: E402
+from ctadeface.errors import ModelError  # noqa: E402
+from ctadeface.io import CTImage, load_ct  # noqa: E402
+from ctadeface.models import resolve_model  # noqa: E402
+
+HEADS = ROOT.parent / "shared" / "data" / "heads"
+Masker = Callable[[CTImage, np.ndarray], np.ndarray]
+
+
+def world_coordinates(image: CTImage, axis: int) -> np.ndarray:
+    """World RAS coordinate ``axis`` (0 x, 1 y, 2 z) of every voxel, float32, image shape."""
+    i, j, k = (np.arange(n, dtype=np.float32) for n in image.data.shape)
+    a = image.affine[axis].astype(np.float32)
+    return a[0] * i[:, None, None] + a[1] * j[None, :, None] + a[2] * k[None, None, :] + a[3]
+
+
+def box_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
+    """The lower-face box described in the module docstring (bool, image shape)."""
+    body = hu > -500.0
+    bone = hu > 300.0
+    x, y, z = (world_coordinates(image, a) for a in range(3))
+    if not bone.any() or not body.any():
+        return np.zeros(hu.shape, bool)
+    z_top = float(z[bone].max())
+    y_front = float(y[body].max())
+    x_mid = float(np.median(x[bone]))
+    return (
+        (np.abs(x - x_mid) <= 50.0)
+        & (y >= y_front - 40.0)
+        & (y <= y_front + 10.0)
+        & (z >= z_top - 200.0)
+        & (z <= z_top - 110.0)
+    )
+
+
+def model_masker(spec: str, cache: Path) -> Masker:
+    """The app's segmentation (and, for models that ask for it, post-processing)."""
+    from ctadeface.segment import FaceSegmenter
+
+    model = resolve_model(spec, cache)
+    segmenter = FaceSegmenter(model, device="auto")
+
+    def mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
+        raw = segmenter.predict(hu, image.spacing)
+        return postprocess(raw, hu, image.spacing) if model.postprocess else raw
+
+    return mask
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="open")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare.md")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/ctadeface-compare"))
+    args = p.parse_args(argv)
+
+    from ctadeface.verify import FaceDetector, verify
+
+    maskers: dict[str, Masker | str] = {"ours": model_masker(args.model, args.cache)}
+    maskers["box"] = box_mask
+    try:
+        maskers["cta-deface"] = model_masker("cta-deface", args.cache)
+    except ModelError as e:
+        maskers["cta-deface"] = f"not installed ({str(e)[:60]}...)"
+    detector = FaceDetector()
+    lines = [
+        f"Model for `ours`: `{args.model}`. Fill: 10th percentile. 15 renders per image.",
+        "",
+        "| head | defacer | p before | p after | renders with a face after | "
+        "intracranial voxels changed |",
+        "|---|---|---|---|---|---|",
+    ]
+    heads = sorted(HEADS.glob("*.nii.gz"))
+    if not heads:
+        print(f"no heads in {HEADS}", file=sys.stderr)
+        return 1
+    for path in heads:
+        image = load_ct(path)
+        hu = image.hu()
+        brain = intracranial(hu, image.affine, image.spacing)
+        fill = choose_fill(image, "p10")
+        for name, masker in maskers.items():
+            if isinstance(masker, str):
+                lines.append(f"| {path.name} | {name} | {masker} | | | |")
+                continue
+            mask = masker(image, hu)
+            defaced = apply_fill(image, mask, fill)
+            dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
+            result, _, _ = verify(hu, dhu, image.affine, detector)
+            changed = int((brain & mask & (dhu != hu)).sum())
+            lines.append(
+                f"| {path.name} | {name} | {result.face_p_before:.3f} | "
+                f"{result.face_p_after:.3f} | {result.detections_after}/15 | {changed} |"
+            )
+            print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
