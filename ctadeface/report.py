@@ -109,23 +109,25 @@ table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
-tr.flag td{background:#fde8e8}td.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:720px;height:auto;display:block}.none{color:#888}
+tbody.flag td{background:#fde8e8}tr.pictures td{border-bottom:2px solid #bbb}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;display:block}.none{color:#888}
 """
 
 _SCRIPT = """
 (function(){
   var table=document.getElementById('scans');
   var heads=table.tHead.rows[0].cells;
-  function key(row,i,num){var t=row.cells[i].getAttribute('data-sort')||row.cells[i].textContent;
+  function key(body,i,num){var c=body.rows[0].cells[i];
+    var t=c.getAttribute('data-sort')||c.textContent;
     if(!num)return t;var v=parseFloat(t);return isNaN(v)?-Infinity:v;}
   Array.prototype.forEach.call(heads,function(th,i){
     th.addEventListener('click',function(){
       var asc=!th.classList.contains('sorted-asc');var num=th.getAttribute('data-type')==='num';
-      var rows=Array.prototype.slice.call(table.tBodies[0].rows);
-      rows.sort(function(a,b){var x=key(a,i,num),y=key(b,i,num);
+      var bodies=Array.prototype.slice.call(table.tBodies);
+      bodies.sort(function(a,b){var x=key(a,i,num),y=key(b,i,num);
         return (x<y?-1:x>y?1:0)*(asc?1:-1);});
-      rows.forEach(function(r){table.tBodies[0].appendChild(r);});
+      bodies.forEach(function(b){table.appendChild(b);});
       Array.prototype.forEach.call(heads,function(h){h.classList.remove('sorted-asc','sorted-desc');});
       th.classList.add(asc?'sorted-asc':'sorted-desc');
     });
@@ -176,14 +178,18 @@ def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, b
             else '<span class="none">no renders (verification off or scan not processed)</span>'
         )
         flag = ' class="flag"' if row["status"] != "defaced" else ""
-        body.append(f"<tr{flag}>{cells}<td>{esc(row['source'])}{picture}</td></tr>")
+        body.append(
+            f"<tbody{flag}><tr>{cells}<td>{esc(row['source'])}</td></tr>"
+            f'<tr class="pictures"><td colspan="{len(_HTML_COLUMNS) + 1}">{picture}</td></tr>'
+            "</tbody>"
+        )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>ctadeface group report</title>"
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>ctadeface group report</h1><p>{len(rows)} scan(s); {flagged} need a look "
         "(listed first). Click a column header to sort.</p>"
-        f'<table id="scans"><thead><tr>{head}<th>source and renders</th></tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<table id="scans"><thead><tr>{head}<th data-type="text">source</th></tr></thead>'
+        f"{''.join(body)}</table>"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )
