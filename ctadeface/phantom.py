@@ -17,6 +17,14 @@ airway, ears and neck vessels are never in it.
 Array order is "as on disk": the array index (i, j, k) maps to world RAS+ mm by ``affine``. The
 voxel order (axis permutation and flips), spacing, storage dtype and scaling are drawn at random
 so that code under test sees RAS, LPS, PIL, ... images.
+
+What real CTA shows besides anatomy is drawn too: the contrast phase (arterial: arteries bright;
+venous: dural sinuses and jugular veins bright, arteries dimmer; none: all vessels about 40 HU),
+streak artefacts from dental fillings (bright and dark lines in the axial plane through the
+teeth), a thermoplastic immobilisation shell or a plastic sheet over the face (thin, 50-300 HU,
+perforated or not, touching the skin or a few mm in front of it), and padding outside a circular
+field of view (-1024, -2048 or -3024 HU). A shell or sheet is a device, not face: only its part
+inside the mask's air margin belongs to the mask (there it may be removed, as the air is).
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ class Tissue(IntEnum):
     cranial cavity, VESSEL_INTRACRANIAL their continuation inside it (ICA, circle of Willis, ACA,
     MCA, PCA, basilar). VESSEL_FACIAL: external carotid and facial/angular arteries. EAR: the
     pinnae. OUTSIDE_FOV: padding outside the scanner's circular reconstruction field of view.
+    VEIN: dural venous sinuses (superior sagittal, transverse, sigmoid) and internal jugular
+    veins. SHELL: an immobilisation shell or plastic sheet over the face (a device).
     """
 
     AIR = 0
@@ -78,6 +88,8 @@ class Tissue(IntEnum):
     AIRWAY = 15
     EAR = 16
     OUTSIDE_FOV = 17
+    VEIN = 18
+    SHELL = 19
 
 
 #: Labels that may be in the face mask (where they lie in the facial region).
@@ -91,6 +103,7 @@ MASKABLE = frozenset(
         Tissue.EYE,
         Tissue.LENS,
         Tissue.VESSEL_FACIAL,
+        Tissue.SHELL,  # only where it lies in the air margin, like the air
     }
 )
 
@@ -114,7 +127,49 @@ TISSUE_HU: dict[Tissue, float] = {
     Tissue.AIRWAY: -990.0,
     Tissue.EAR: 50.0,
     Tissue.OUTSIDE_FOV: -1024.0,
+    Tissue.VEIN: 120.0,
+    Tissue.SHELL: 200.0,
 }
+
+#: Contrast phases: name -> (artery HU range, vein HU range) drawn by :func:`draw_spec`.
+PHASES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "arterial": ((220.0, 480.0), (60.0, 180.0)),
+    "venous": ((130.0, 250.0), (180.0, 330.0)),
+    "none": ((35.0, 55.0), (35.0, 55.0)),
+}
+
+
+@dataclass(frozen=True)
+class Shell:
+    """A device over the face: thermoplastic mask (perforated) or plastic sheet (solid).
+
+    gap_mm: distance from the skin (0 = touching); thickness_mm; hu: its density;
+    period_mm: spacing of the perforation lattice (0 = a solid sheet); hole: fraction of the
+    lattice that is open (0-0.9); y_back: the shell covers the head frame's y > y_back (mm);
+    z_low: and z > z_low (mm).
+    """
+
+    gap_mm: float = 1.0
+    thickness_mm: float = 1.5
+    hu: float = 200.0
+    period_mm: float = 6.0
+    hole: float = 0.5
+    y_back: float = -10.0
+    z_low: float = -140.0
+
+
+@dataclass(frozen=True)
+class Streak:
+    """One streak artefact: a line in the head's axial plane through a source (head frame,
+    template mm) at ``angle_deg``, with ``amplitude_hu`` (signed) at the source, Gaussian
+    ``width_mm`` across the line and ``height_mm`` in z, decaying over ``length_mm``."""
+
+    source: Vec3 = (15.0, 60.0, -63.5)
+    angle_deg: float = 0.0
+    amplitude_hu: float = -600.0
+    width_mm: float = 1.5
+    height_mm: float = 3.0
+    length_mm: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +190,9 @@ class PhantomSpec:
     fov_radius_frac: radius of that circle as a fraction of half the smaller axial extent.
     margin_mm: thickness of the air margin of the mask in front of the skin, mm.
     noise_seed: seed of the noise generator.
+    phase: contrast phase (a key of :data:`PHASES`; informative, the HU are vessel_hu/vein_hu).
+    vein_hu: venous sinuses and jugular veins, HU.
+    shell: a device over the face, or None. streaks: dental streak artefacts.
     """
 
     shape: tuple[int, int, int]
@@ -152,6 +210,10 @@ class PhantomSpec:
     fov_radius_frac: float = 1.0
     margin_mm: float = 8.0
     noise_seed: int = 0
+    phase: str = "arterial"
+    vein_hu: float = 120.0
+    shell: Shell | None = None
+    streaks: tuple[Streak, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 1:
@@ -162,6 +224,8 @@ class PhantomSpec:
             raise UsageError(f"phantom: axis_map must permute (0, 1, 2), got {self.axis_map}")
         if self.storage not in STORAGE:
             raise UsageError(f"phantom: storage {self.storage!r} not in {sorted(STORAGE)}")
+        if self.phase not in PHASES:
+            raise UsageError(f"phantom: phase {self.phase!r} not in {sorted(PHASES)}")
 
 
 @dataclass(frozen=True)
@@ -424,6 +488,18 @@ def _arteries() -> tuple[tuple[_Tube, str], ...]:
 
 
 _ARTERIES = _arteries()
+
+# fmt: off
+# Veins, right side (mirrored): transverse -> sigmoid sinus -> internal jugular vein.
+_SSS = _Tube(((0.0, 42.0, 81.0), (0.0, 18.7, 93.0), (0.0, -8.0, 97.0), (0.0, -34.7, 93.0),
+              (0.0, -58.0, 81.0), (0.0, -75.6, 63.0), (0.0, -85.0, 41.6), (0.0, -85.0, 24.0)),
+             1.5, 4.0)
+_SIGMOID = _tpair(_Tube(((0.0, -85.0, 24.0), (30.0, -76.0, 20.0), (50.0, -52.0, 12.0),
+                         (52.0, -35.0, 0.0), (42.0, -22.0, -14.0), (33.0, -14.0, -28.0)), 3.5))
+_JUGULAR = _tpair(_Tube(((33.0, -14.0, -28.0), (32.0, -5.0, -45.0), (32.0, 6.0, -80.0),
+                         (31.0, 12.0, -135.0), (30.0, 12.0, -400.0)), 3.5, 5.5))
+# fmt: on
+_VEINS = (_SSS, *_SIGMOID, *_JUGULAR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -708,6 +784,10 @@ def _label_block(b: _Block, spec: PhantomSpec) -> tuple[Arr, Arr, Arr]:
             lab[pin & (scalp_d > -1.0)] = T.EAR
         lab[_lt(b.tube(canal, 0.0), 0.0)] = T.AIR
 
+    # Veins (before the arteries, which are drawn over them).
+    for t in _VEINS:
+        lab[_lt(b.tube(t, 0.0), 0.0)] = T.VEIN
+
     # Arteries: facial ones only through soft tissue; neck/intracranial ones through anything.
     soft = np.isin(lab, (T.SKIN, T.FAT, T.MUSCLE, T.CARTILAGE))
     for t, group in _ARTERIES:
@@ -721,8 +801,23 @@ def _label_block(b: _Block, spec: PhantomSpec) -> tuple[Arr, Arr, Arr]:
             lab[lumen & (d_cav < 0.0)] = T.VESSEL_INTRACRANIAL
             lab[lumen & (d_cav >= 0.0)] = T.VESSEL_NECK
 
+    if spec.shell is not None:
+        lab[_shell(b, d_body, spec.shell) & (lab == T.AIR)] = T.SHELL
+
     face = _face_mask(b, lab, bf, d_cav, d_face, spec)
-    return lab, face, _block_hu(lab, d_cav, spec)
+    return lab, face, _block_hu(b, lab, d_cav, spec)
+
+
+def _shell(b: _Block, d_body: Arr, sh: Shell) -> Arr:
+    """Voxels of a shell/sheet: a layer at gap_mm..gap_mm+thickness_mm outside the body surface,
+    over the front of the head, perforated by a 3D lattice of holes (the same on every block)."""
+    layer = (d_body >= sh.gap_mm) & (d_body < sh.gap_mm + sh.thickness_mm)
+    layer &= (b.y > sh.y_back) & (b.z > sh.z_low)
+    if sh.period_mm > 0 and sh.hole > 0:
+        w = np.float32(2.0 * math.pi / sh.period_mm)
+        lattice = (np.cos(w * b.x) + np.cos(w * b.y) + np.cos(w * b.z)) / 3.0  # -1..1
+        layer &= lattice < np.float32(1.0 - 2.0 * sh.hole)
+    return layer
 
 
 def _face_mask(b: _Block, lab: Arr, bf: Arr, d_cav: Arr, d_face: Arr, spec: PhantomSpec) -> Arr:
@@ -736,19 +831,43 @@ def _face_mask(b: _Block, lab: Arr, bf: Arr, d_cav: Arr, d_face: Arr, spec: Phan
     region = lower | upper
     allowed = np.isin(lab, np.array(sorted(MASKABLE), np.uint8))
     margin = np.float32(spec.margin_mm / min(spec.scale))
-    air_ok = (lab != Tissue.AIR) | (d_face < margin)
+    outside = (lab == Tissue.AIR) | (lab == Tissue.SHELL)
+    air_ok = ~outside | (d_face < margin)
     return region & allowed & air_ok
 
 
-def _block_hu(lab: Arr, d_cav: Arr, spec: PhantomSpec) -> Arr:
+def _block_hu(b: _Block, lab: Arr, d_cav: Arr, spec: PhantomSpec) -> Arr:
     lut = np.array([TISSUE_HU[t] for t in Tissue], np.float32)
     for t in (Tissue.VESSEL_INTRACRANIAL, Tissue.VESSEL_NECK, Tissue.VESSEL_FACIAL):
         lut[t] = spec.vessel_hu
+    lut[Tissue.VEIN] = spec.vein_hu
+    if spec.shell is not None:
+        lut[Tissue.SHELL] = spec.shell.hu
     hu = lut[lab]
+    for st in spec.streaks:
+        hu += _streak(b, st)
     grey = (lab == Tissue.BRAIN) & (d_cav > -7.0)
     hu[grey] = 40.0
     hu[(lab == Tissue.BRAIN) & ~grey] = 29.0
     return hu
+
+
+def _streak(b: _Block, st: Streak) -> Arr:
+    """HU added by one streak on the block (zero far from its plane)."""
+    sx, sy, sz = st.source
+    dz = b.z - np.float32(sz)
+    out = np.zeros(b.x.shape, np.float32)
+    near = np.abs(dz) < 4.0 * st.height_mm
+    if not near.any():
+        return out
+    a = math.radians(st.angle_deg)
+    px, py = b.x[near] - np.float32(sx), b.y[near] - np.float32(sy)
+    across = -math.sin(a) * px + math.cos(a) * py
+    r = np.sqrt(px * px + py * py)
+    value = np.exp(-0.5 * (across / st.width_mm) ** 2 - 0.5 * (dz[near] / st.height_mm) ** 2)
+    value *= np.exp(-r / st.length_mm)
+    out[near] = (st.amplitude_hu * value).astype(np.float32)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -804,6 +923,10 @@ def draw_spec(
     random_order: bool = True,
     crop: bool = True,
     noise_range: tuple[float, float] = (5.0, 20.0),
+    phase_probs: tuple[float, float, float] = (0.6, 0.25, 0.15),
+    shell_prob: float = 0.2,
+    sheet_prob: float = 0.1,
+    streak_prob: float = 0.3,
 ) -> PhantomSpec:
     """Draw a :class:`PhantomSpec`.
 
@@ -812,7 +935,10 @@ def draw_spec(
     coarsened until the volume has at most max_voxels). max_tilt_deg bounds each pose angle;
     scale_range the head size factor (1 +- scale_range per axis); crop moves the field of view so
     that the vertex or the lower neck is sometimes cut off; random_order draws the axis order and
-    flips (else RAS).
+    flips (else RAS). phase_probs: probabilities of the arterial, venous and no-contrast
+    phases; shell_prob / sheet_prob: a perforated thermoplastic shell / a solid sheet over the
+    face; streak_prob: dental streak artefacts. These are drawn after everything else, so the
+    other fields of a seed's spec do not depend on them.
     """
     rng = np.random.default_rng(rng)
     if random_order:
@@ -859,6 +985,45 @@ def draw_spec(
         pad = float(rng.choice([-1024.0, -2048.0, -3024.0]))
         if STORAGE[storage][0] == "uint16":
             pad = -1024.0
+    noise_sigma = float(rng.uniform(*noise_range))
+    vessel_hu = float(rng.uniform(*PHASES["arterial"][0]))
+    fov_radius_frac = float(rng.uniform(0.92, 1.0))
+    noise_seed = int(rng.integers(2**31))
+    phase = str(rng.choice(list(PHASES), p=np.asarray(phase_probs) / np.sum(phase_probs)))
+    artery_range, vein_range = PHASES[phase]
+    if phase != "arterial":
+        vessel_hu = float(rng.uniform(*artery_range))
+    vein_hu = float(rng.uniform(*vein_range))
+    device = rng.random()
+    shell: Shell | None = None
+    if device < shell_prob + sheet_prob:
+        solid = device >= shell_prob
+        shell = Shell(
+            gap_mm=float(rng.choice([0.0, rng.uniform(0.0, 2.0), rng.uniform(2.0, 7.0)])),
+            thickness_mm=float(rng.uniform(0.8, 2.0) if solid else rng.uniform(1.2, 3.0)),
+            hu=float(rng.uniform(-50.0, 150.0) if solid else rng.uniform(100.0, 300.0)),
+            period_mm=0.0 if solid else float(rng.uniform(4.0, 9.0)),
+            hole=0.0 if solid else float(rng.uniform(0.2, 0.55)),
+            y_back=float(rng.uniform(-40.0, 20.0)),
+            z_low=float(rng.uniform(-170.0, -60.0)),
+        )
+    streaks: list[Streak] = []
+    if rng.random() < streak_prob:
+        for _ in range(int(rng.integers(1, 4))):  # fillings on the dental arch
+            x = float(rng.uniform(-28.0, 28.0))
+            source = (x, 74.0 - 0.025 * x * x - float(rng.uniform(2.0, 6.0)),
+                      -63.5 + float(rng.uniform(-7.0, 7.0)))  # fmt: skip
+            for _ in range(int(rng.integers(3, 9))):
+                streaks.append(
+                    Streak(
+                        source=source,
+                        angle_deg=float(rng.uniform(0.0, 180.0)),
+                        amplitude_hu=float(rng.choice([-1.0, 1.0]) * rng.uniform(200.0, 1200.0)),
+                        width_mm=float(rng.uniform(0.7, 2.5)),
+                        height_mm=float(rng.uniform(1.5, 5.0)),
+                        length_mm=float(rng.uniform(40.0, 150.0)),
+                    )
+                )
     return PhantomSpec(
         shape=shape_t,  # type: ignore[arg-type]
         spacing=spacing_t,  # type: ignore[arg-type]
@@ -869,11 +1034,15 @@ def draw_spec(
         fov_center_mm=centre,
         world_center_mm=world,  # type: ignore[arg-type]
         storage=storage,
-        noise_sigma=float(rng.uniform(*noise_range)),
-        vessel_hu=float(rng.uniform(220.0, 480.0)),
+        noise_sigma=noise_sigma,
+        vessel_hu=vessel_hu,
         pad_value=pad,
-        fov_radius_frac=float(rng.uniform(0.92, 1.0)),
-        noise_seed=int(rng.integers(2**31)),
+        fov_radius_frac=fov_radius_frac,
+        noise_seed=noise_seed,
+        phase=phase,
+        vein_hu=vein_hu,
+        shell=shell,
+        streaks=tuple(streaks),
     )
 
 

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -227,8 +228,9 @@ def build_network(plans: dict[str, Any]) -> torch.nn.Module:
 
 
 def preprocess(case: Case, plans: dict[str, Any], dataset_json: dict[str, Any]) -> tuple:
-    """(image (1, z, y, x) float32, labels (z, y, x) int64) on the target grid, made by
-    nnU-Net's DefaultPreprocessor from the arrays nnU-Net's NIfTI reader would give."""
+    """(image (1, z, y, x) float32, labels (z, y, x) uint8) on the target grid, made by
+    nnU-Net's DefaultPreprocessor from the arrays nnU-Net's NIfTI reader would give (labels are
+    kept small: hundreds of cases stay in memory during training)."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -241,7 +243,7 @@ def preprocess(case: Case, plans: dict[str, Any], dataset_json: dict[str, Any]) 
         data, labels, _ = DefaultPreprocessor(verbose=False).run_case_npy(
             image, seg, properties, manager, configuration, dataset_json
         )
-    return data.astype(np.float32), np.clip(labels[0], 0, None).astype(np.int64)
+    return data.astype(np.float32), np.clip(labels[0], 0, None).astype(np.uint8)
 
 
 def _sample_patch(
@@ -391,6 +393,79 @@ def phantom_cases(seeds: Sequence[int], **draw: Any) -> list[Case]:
     return cases
 
 
+#: Bump when the labels of :func:`real_cases` change for reasons other than the annotator's
+#: parameters (which are part of the cache key).
+LABEL_CACHE_VERSION = 1
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def label_cache_path(path: Path, cache_dir: Path) -> Path:
+    """``cache_dir/<sha256 of file>-<sha256 of annotator parameters>.npz``: the annotator's
+    face mask of ``path``, valid as long as the file and the annotator's parameters are."""
+    import hashlib
+
+    from ctadeface.annotate import AnnotateParams
+
+    params = f"{LABEL_CACHE_VERSION}:{AnnotateParams()!r}".encode()
+    return cache_dir / f"{_file_sha256(path)}-{hashlib.sha256(params).hexdigest()[:16]}.npz"
+
+
+def real_cases(paths: Sequence[Path], cache_dir: Path) -> list[Case]:
+    """Training cases from real CT files labelled by ``ctadeface.annotate.annotate_face``.
+
+    Each label is cached (compressed ``.npz`` of the bool mask, stored array order) under
+    ``cache_dir``, keyed by the file's sha256 and the annotator's parameters, so a rerun only
+    reads. Files whose annotation is empty (no face found) are skipped with a warning: they would
+    teach the network that a face is background.
+    """
+    from ctadeface.annotate import annotate_face
+    from ctadeface.io import load_ct
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for path in paths:
+        image = load_ct(Path(path))
+        hu = np.asarray(image.hu(), np.float32)
+        cached = label_cache_path(Path(path), cache_dir)
+        if cached.is_file():
+            with np.load(cached) as stored:
+                face = stored["face"].astype(bool)
+        else:
+            face = annotate_face(hu, image.affine)
+            tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
+            np.savez_compressed(tmp, face=face)
+            tmp.replace(cached)
+        if face.shape != hu.shape:
+            raise UsageError(f"label cache {cached} does not match {path}; delete it")
+        if not face.any():
+            log.warning("%s: the annotator found no face; not used for training", path)
+            continue
+        cases.append(Case(hu=hu, face=face, spacing=tuple(abs(s) for s in image.spacing)))
+        log.info("real case %s: %d face voxels", path, int(face.sum()))
+    return cases
+
+
+def select_real(
+    globs: Sequence[str], exclude: Sequence[str] = (), limit: int | None = None
+) -> list[Path]:
+    """Files matching any of ``globs`` (sorted, unique) whose name contains none of
+    ``exclude``; the first ``limit`` of them when given."""
+    import glob
+
+    found = sorted({Path(p) for g in globs for p in glob.glob(g)})
+    kept = [p for p in found if not any(e in p.name for e in exclude)]
+    return kept if limit is None else kept[:limit]
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice coefficient of two bool masks (1.0 when both are empty)."""
     total = int(a.sum()) + int(b.sum())
@@ -415,7 +490,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
     p = argparse.ArgumentParser(prog="python -m ctadeface.train", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="where DatasetNNN_NAME/ goes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cases", type=int, default=8, help="phantoms to train on")
+    p.add_argument("--cases", "--phantom-cases", dest="cases", type=int, default=8, help="phantoms")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--spacing", type=float, default=4.0, help="target spacing, mm (isotropic)")
     p.add_argument("--features", type=_int_tuple, default=(4, 8, 16, 32))
@@ -429,7 +504,28 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
     p.add_argument("--phantom-shape", type=_int_tuple, default=None)
     p.add_argument("--phantom-spacing", type=_float_tuple, default=None)
     p.add_argument("--phantom-spacing-range", type=_float_tuple, default=None, help="LO,HI mm")
+    p.add_argument("--phantom-max-voxels", type=int, default=None, help="phantom size cap")
+    p.add_argument("--foreground-fraction", type=float, default=0.33)
     p.add_argument("--holdout", type=int, default=1, help="held-out phantoms to score")
+    p.add_argument(
+        "--real-glob",
+        action="append",
+        default=[],
+        help="real CT files (NIfTI) to label with ctadeface.annotate and train on (repeatable)",
+    )
+    p.add_argument(
+        "--exclude-real",
+        action="append",
+        default=[],
+        help="leave out real files whose name contains this (repeatable; held-out validation)",
+    )
+    p.add_argument("--real-limit", type=int, default=None, help="at most this many real files")
+    p.add_argument(
+        "--label-cache",
+        type=Path,
+        default=None,
+        help="where the annotator's labels are cached (default OUT/.labels)",
+    )
     args = p.parse_args(argv)
     config = TrainConfig(
         out=args.out,
@@ -444,22 +540,33 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
         dataset_id=args.dataset_id,
         dataset_name=args.dataset_name,
         mirror_axes=args.mirror_axes,
+        foreground_fraction=args.foreground_fraction,
         threads=args.threads,
     )
     return config, args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train on phantoms, write the model folder, log the Dice on held-out phantoms."""
+    """Train on phantoms (and real CTs labelled by the annotator), write the model folder, log
+    the Dice on held-out phantoms."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config, args = parse_args(argv)
+    torch.set_num_threads(config.threads)
     seeds = [config.seed * 1000 + i for i in range(config.cases)]
     draw = {
         "shape": args.phantom_shape,
         "spacing": args.phantom_spacing,
         "spacing_range": args.phantom_spacing_range,
+        "max_voxels": args.phantom_max_voxels,
     }
     cases = phantom_cases(seeds, **draw)
+    real = select_real(args.real_glob, args.exclude_real, args.real_limit)
+    if args.real_glob and not real:
+        raise UsageError(f"--real-glob {' '.join(args.real_glob)}: no file matched")
+    cases += real_cases(real, args.label_cache or config.out / ".labels")
+    log.info("training on %d phantoms and %d real CTs", config.cases, len(cases) - config.cases)
+    (config.out).mkdir(parents=True, exist_ok=True)
+    (config.out / "training_files.txt").write_text("".join(f"{p}\n" for p in real))
     result = train(config, cases)
     if args.holdout:
         from ctadeface.models import resolve_model

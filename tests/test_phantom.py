@@ -12,9 +12,12 @@ import pytest
 from ctadeface.errors import UsageError
 from ctadeface.phantom import (
     MASKABLE,
+    PHASES,
     STORAGE,
     Phantom,
     PhantomSpec,
+    Shell,
+    Streak,
     Tissue,
     draw_spec,
     make_phantom,
@@ -212,3 +215,41 @@ def test_air_margin_is_thick_in_front_of_masked_skin() -> None:
     near = (p.tissue == T.AIR) & (dist <= 5.0)
     # all but the air beyond the mask's borders (top, bottom, lateral limits) is in the mask
     assert (near & p.face).sum() >= 0.85 * near.sum()
+
+
+def test_contrast_phases_set_vessel_and_vein_hu() -> None:
+    base = dict(shape=(56, 60, 64), spacing=(4.0, 4.0, 4.0), noise_sigma=0.0)
+    venous = make_phantom(PhantomSpec(**base, phase="venous", vessel_hu=180.0, vein_hu=300.0))
+    hu = venous.hu()
+    assert (venous.tissue == T.VEIN).sum() > 50
+    assert np.median(hu[venous.tissue == T.VEIN]) > np.median(hu[venous.tissue == T.VESSEL_NECK])
+    assert not (venous.face & (venous.tissue == T.VEIN)).any()
+    for seed in range(40):
+        s = draw_spec(seed, shape=(8, 8, 8), spacing=(1.0, 1.0, 1.0))
+        artery, vein = PHASES[s.phase]
+        assert artery[0] <= s.vessel_hu <= artery[1] and vein[0] <= s.vein_hu <= vein[1]
+    phases = {draw_spec(seed, shape=(8, 8, 8), spacing=(1.0, 1.0, 1.0)).phase for seed in range(40)}
+    assert phases == set(PHASES)
+
+
+def test_shell_is_in_the_mask_only_within_the_air_margin() -> None:
+    base = PhantomSpec(shape=(80, 90, 90), spacing=(2.5, 2.5, 2.5), fov_center_mm=(0, 20, -40))
+    bare = make_phantom(base)
+    shelled = make_phantom(base, shell=Shell(gap_mm=3.0, thickness_mm=2.0, hu=250.0, hole=0.3))
+    on = shelled.tissue == T.SHELL
+    assert on.sum() > 200
+    assert (bare.tissue[on] == T.AIR).all()  # a device in the air, anatomy unchanged
+    assert (shelled.face & on).any()  # inside the margin: masked like the air there
+    np.testing.assert_array_equal(shelled.face & ~on, bare.face & ~on)
+    assert np.all(np.abs(shelled.hu()[on] - 250.0) < 80.0)
+
+
+def test_streaks_change_only_the_image() -> None:
+    base = PhantomSpec(shape=(64, 70, 72), spacing=(3.0, 3.0, 3.0), noise_sigma=0.0)
+    streaks = (Streak(angle_deg=20.0, amplitude_hu=-800.0), Streak(angle_deg=100.0))
+    a, b = make_phantom(base), make_phantom(base, streaks=streaks)
+    np.testing.assert_array_equal(a.tissue, b.tissue)
+    np.testing.assert_array_equal(a.face, b.face)
+    diff = np.abs(a.hu() - b.hu())
+    assert diff.max() > 200.0
+    assert (diff > 50.0).mean() < 0.05  # lines near the teeth, not the whole image

@@ -136,3 +136,42 @@ def test_committed_tiny_model_finds_the_face_of_a_held_out_phantom(tmp_path: Pat
     (case,) = phantom_cases([2_000_017], spacing_range=(2.5, 5.0))
     mask = segmenter.predict(case.hu, case.spacing)
     assert dice(mask, case.face) > 0.5
+
+
+def test_real_cases_label_once_and_read_the_cache(tmp_path: Path, monkeypatch) -> None:
+    import nibabel as nib
+
+    from ctadeface import annotate
+    from ctadeface.phantom import make_phantom
+    from ctadeface.train import real_cases, select_real
+
+    ph = make_phantom(PhantomSpec_small())
+    nib.save(ph.to_nifti(), tmp_path / "head_a.nii.gz")
+    other = make_phantom(PhantomSpec_small(), noise_seed=5)  # other content, other cache key
+    nib.save(other.to_nifti(), tmp_path / "skip_b.nii.gz")
+    calls = []
+
+    def fake(hu, affine, params=None):
+        calls.append(hu.shape)
+        return ph.face
+
+    monkeypatch.setattr(annotate, "annotate_face", fake)
+    paths = select_real([str(tmp_path / "*.nii.gz")], exclude=["skip"])
+    assert [p.name for p in paths] == ["head_a.nii.gz"]
+    first = real_cases(paths, tmp_path / "cache")
+    second = real_cases(paths, tmp_path / "cache")
+    assert len(calls) == 1  # the second call read the cache
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    for cases in (first, second):
+        (case,) = cases
+        np.testing.assert_array_equal(case.face, ph.face)
+        np.testing.assert_allclose(case.hu, ph.hu(), atol=1e-3)
+        np.testing.assert_allclose(case.spacing, ph.spec.spacing, rtol=1e-5)
+    monkeypatch.setattr(annotate, "annotate_face", lambda hu, affine, params=None: hu < -1e9)
+    assert real_cases([tmp_path / "skip_b.nii.gz"], tmp_path / "cache") == []  # no face
+
+
+def PhantomSpec_small():
+    from ctadeface.phantom import PhantomSpec
+
+    return PhantomSpec(shape=(40, 44, 42), spacing=(5.0, 5.0, 5.0))
