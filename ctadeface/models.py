@@ -141,7 +141,22 @@ REGISTRY: Mapping[str, RegistryEntry] = MappingProxyType(
             licence="Apache-2.0",
             sources=("shipped inside the ctadeface package (ctadeface/data/models/open/)",),
             relpath="Dataset902_OpenFace/nnUNetTrainer__nnUNetPlans__3d_fullres",
-            files=MappingProxyType({}),
+            files=MappingProxyType(
+                {
+                    f"fold_all/{CHECKPOINT_NAME}": (
+                        5720425,
+                        "2a41affb7a93b8d3c9e63553bc18a9699dac62a499fb7675de04200173e98b14",
+                    ),
+                    "plans.json": (
+                        5487,
+                        "505466767e678690e28bbca40275d1ceefec91a41049dc66737648561e68daa6",
+                    ),
+                    "dataset.json": (
+                        235,
+                        "a1475dff478df1907a3050f967446923c13d4aca0305f808414d569797e7d750",
+                    ),
+                }
+            ),
             home=PACKAGE_MODELS_DIR,
             postprocess=True,
         ),

@@ -344,3 +344,11 @@ def test_install_refuses_an_unpinned_expected_checksum(tmp_path: Path) -> None:
         models.install_registry_model(
             _entry_pinning(folder), str(folder), tmp_path / "models", expect_checkpoint="0" * 64
         )
+
+
+def test_open_model_ships_with_the_package_and_matches_its_pins(tmp_path: Path) -> None:
+    spec = resolve_model("open", tmp_path / "cache", roots=models.default_roots({}))
+    assert spec.pinned and spec.postprocess and spec.folds == ("all",)
+    assert spec.folder.is_relative_to(models.PACKAGE_MODELS_DIR)
+    size = sum(p.stat().st_size for p in spec.folder.rglob("*") if p.is_file())
+    assert size <= 20 * 2**20
