@@ -99,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     group_code = cli_main([str(bids), str(out), "group"])
     print(f"defaced images and masks: {out}/sub-*/anat/")
     print(f"group table: {out / 'group_ct.tsv'}")
-    return code or group_code
+    print(f"group report: {out / 'group_report.html'}")
+    if code == 1:  # the run finished; some scans failed or still show a face: say so, loudly
+        print("note: some scans were flagged (failed, or a face still detected): see the report")
+    return group_code
 
 
 if __name__ == "__main__":  # pragma: no cover
