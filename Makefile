@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ctadeface-installed
 DEMO   ?= demo
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint clean-demo open-model
 
 install: $(STAMP)
 
@@ -29,3 +29,7 @@ test: install lint
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# Retrain the shipped open face model from its seed (CPU, about 1-2 h; see its MODEL_CARD.md).
+open-model: install
+	bench/train_open_model.sh build/open_model 0
