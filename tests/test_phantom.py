@@ -179,7 +179,8 @@ def test_draw_spec_options() -> None:
 def test_64_cube_is_fast() -> None:
     t0 = time.perf_counter()
     make_phantom(11, shape=(64, 64, 64), spacing=(3.5, 3.5, 3.5))
-    assert time.perf_counter() - t0 < 2.0
+    # about 0.3-0.5 s on an idle 2-core machine; the bound leaves room for a loaded CI runner
+    assert time.perf_counter() - t0 < 6.0
 
 
 def test_labels_do_not_depend_on_the_grid_window() -> None:
