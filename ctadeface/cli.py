@@ -28,6 +28,7 @@ from .errors import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_TERMINATED,
+    ArgumentParser,
     CTADefaceError,
     NoInputError,
     UsageError,
@@ -38,18 +39,11 @@ log = logging.getLogger("ctadeface")
 _NIBABEL_LOGGER = "nibabel.global"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError (exit 64) instead of exiting with 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The one argument parser (fMRIPrep/MRIQC spelling; ``_`` variants accepted)."""
     from .deface import FILL_POLICIES
 
-    p = _Parser(
+    p = ArgumentParser(
         prog="ctadeface",
         description="Remove faces from CT angiography head scans of a BIDS dataset.",
     )

@@ -6,6 +6,8 @@ Every error carries one human-readable line: the file (or argument) and what is 
 
 from __future__ import annotations
 
+import argparse
+
 #: Exit codes of the BIDS execution spec (BEP027), after BSD ``sysexits.h``.
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -49,3 +51,10 @@ class OutputError(CTADefaceError):
 
 class ModelError(UsageError):
     """A model that is unknown, missing, incomplete or fails its checksum (exit 64)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 64) instead of printing usage and exiting with 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .errors import CTADefaceError, InputError, UsageError
+from .errors import ArgumentParser, CTADefaceError, InputError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -758,13 +758,8 @@ def png_bytes(image: np.ndarray) -> bytes:
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m ctadeface.verify",
         description="Look for a face in skin renders of a CT before and after defacing. Prints "
         "one JSON object; exits 1 when a face is still found after defacing, 0 otherwise.",
