@@ -15,6 +15,13 @@ ARG CTADEFACE_VERSION=0.1.0
 ARG FETCH_CTA_DEFACE=1
 ARG CTA_DEFACE_URL=https://github.com/robert-graf/VibeSegmentator/releases/download/v1.0.0/001.zip
 ARG CTA_DEFACE_CHECKPOINT_SHA256=265afd7a1592cd4c43d093b40aa7fbe231a759ab900bba45a84798dfea90e1e5
+# FaceNet (InceptionResnetV1, VGGFace2) weights for the verification's similarity score, fetched
+# at build time like facenet-pytorch itself would at run time (which we never do). Set
+# FACENET_SHA256 to check the file; FETCH_FACENET=0 skips it (the similarity is then recorded as
+# "not available").
+ARG FETCH_FACENET=1
+ARG FACENET_URL=https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt
+ARG FACENET_SHA256=
 
 LABEL org.opencontainers.image.title="ctadeface" \
       org.opencontainers.image.version="${CTADEFACE_VERSION}" \
@@ -30,12 +37,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     nnUNet_preprocessed=/opt/nnunet/preprocessed \
     nnUNet_results=/opt/nnunet/results \
     CTADEFACE_MODELS_DIR=/opt/ctadeface/models \
+    CTADEFACE_FACENET_WEIGHTS=/opt/ctadeface/facenet/20180402-114759-vggface2.pt \
     CTADEFACE_CONTAINER_TYPE=docker \
     CTADEFACE_CONTAINER_TAG=ctadeface:${CTADEFACE_VERSION}
 
 WORKDIR /opt/ctadeface/src
-COPY requirements/app.txt requirements/app.txt
-RUN python -m pip install -r requirements/app.txt
+COPY requirements/app.txt requirements/verify.txt requirements/
+RUN python -m pip install -r requirements/app.txt \
+ && grep -v '^torchvision' requirements/verify.txt > /tmp/verify.txt \
+ && python -m pip install --no-deps -r /tmp/verify.txt
 COPY pyproject.toml README.md version run.py ./
 COPY ctadeface ./ctadeface
 RUN python -m pip install --no-deps . \
@@ -50,6 +60,13 @@ RUN if [ "${FETCH_CTA_DEFACE}" = "1" ]; then \
         --expect-checkpoint-sha256 "${CTA_DEFACE_CHECKPOINT_SHA256}" ; \
     else echo "skipping the CTA-DEFACE weights (FETCH_CTA_DEFACE=${FETCH_CTA_DEFACE})"; fi \
  && python -m ctadeface.models
+RUN if [ "${FETCH_FACENET}" = "1" ]; then \
+      mkdir -p "$(dirname "${CTADEFACE_FACENET_WEIGHTS}")" \
+      && python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
+           "${FACENET_URL}" "${CTADEFACE_FACENET_WEIGHTS}" \
+      && if [ -n "${FACENET_SHA256}" ]; then \
+           echo "${FACENET_SHA256}  ${CTADEFACE_FACENET_WEIGHTS}" | sha256sum -c - ; fi ; \
+    else echo "skipping the FaceNet weights (FETCH_FACENET=${FETCH_FACENET})"; fi
 
 # Runs as any non-root user and with --read-only (only the output folder is written; mount a
 # tmpfs at /tmp for --work-dir if you use model zips).

@@ -61,3 +61,14 @@ def test_image_runs_as_non_root_without_network_at_run_time():
     assert users and users[-1] not in ("root", "0")
     assert "CTADEFACE_MODELS_DIR=/opt/ctadeface/models" in docker
     assert ".venv" in _read(".dockerignore")
+
+
+def test_image_installs_verification_and_fetches_facenet_at_build_time():
+    docker = _read("Dockerfile")
+    assert "requirements/verify.txt" in docker and "--no-deps -r /tmp/verify.txt" in docker
+    assert _arg(docker, "FETCH_FACENET") == "1"
+    assert _arg(docker, "FACENET_URL").startswith("https://")
+    from ctadeface.verify import FACENET_ENV
+
+    assert f"{FACENET_ENV}=/opt/ctadeface/facenet/" in docker
+    assert '"${FACENET_URL}" "${CTADEFACE_FACENET_WEIGHTS}"' in docker
