@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -271,10 +272,10 @@ def _participant(settings: Settings) -> int:
         model_key=model.checkpoint_sha256,
         make_verifier=make_verifier if settings.verify else None,
     )
-    counts = {s: sum(r.status == s for r in results) for s in {r.status for r in results}}
-    for r in results:
-        if settings.dry_run:
+    if settings.dry_run:
+        for r in results:
             print(f"{r.status}\t{r.scan.relpath}\t{r.message}")
+    counts = Counter(r.status for r in results)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"ctadeface: {len(results)} CT scan(s): {summary}; outputs in {settings.output_dir}")
     if any(r.status == participant.FACE_DETECTED for r in results):

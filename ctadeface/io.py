@@ -128,7 +128,8 @@ def load_ct(path: Path) -> CTImage:
     if path.stat().st_size == 0:
         raise _fail(path, "empty file (0 bytes)")
     raw = _raw_header(path)
-    _check_size(path, raw, _check_header(path, raw))
+    shape = _check_header(path, raw)  # checked before nibabel "fixes" the header
+    _check_size(path, raw, shape)
     try:
         img = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as e:
@@ -141,7 +142,6 @@ def load_ct(path: Path) -> CTImage:
     # nibabel blanks scl_slope/scl_inter of a loaded header (the scaling moves to the data
     # proxy); keep the values on disk so that outputs carry the source's scaling unchanged.
     header["scl_slope"], header["scl_inter"] = raw["scl_slope"], raw["scl_inter"]
-    shape = _check_header(path, header)
     try:
         affine = np.asarray(img.affine, dtype=np.float64)
     except (nib.spatialimages.HeaderDataError, np.linalg.LinAlgError, ValueError) as e:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .deface import PostProcess, apply_fill, choose_fill, postprocess
 from .discover import Scan
-from .errors import CTADefaceError, InputError
+from .errors import CTADefaceError, InputError, ModelError, OutputError
 from .io import (
     load_ct,
     remove_stale_temps,
@@ -163,9 +163,10 @@ def deface_scan(
     write_image_atomic(paths.defaced, defaced, image)
     if figure is not None:
         write_bytes_atomic(paths.figure, figure)
+    model = segmenter.describe()
     provenance = {
-        "Software": segmenter_versions(segmenter),
-        "Model": {k: v for k, v in segmenter.describe().items() if k != "versions"},
+        "Software": software_versions(model),
+        "Model": {k: v for k, v in model.items() if k != "versions"},
         "Fill": {
             "Policy": fill.policy,
             "ValueHU": fill.value_hu,
@@ -197,11 +198,12 @@ def deface_scan(
     )
 
 
-def segmenter_versions(segmenter: Segmenter) -> dict[str, str]:
-    """Versions of the software that made the outputs: ours plus what the segmenter reports."""
+def software_versions(model: Mapping[str, Any]) -> dict[str, str]:
+    """Versions of the software that made the outputs: ours plus the libraries the segmenter
+    reports in its description (``model``)."""
     from . import __version__
 
-    versions = segmenter.describe().get("versions", {})
+    versions = model.get("versions", {})
     return {"ctadeface": __version__, **{str(k): str(v) for k, v in versions.items()}}
 
 
@@ -271,8 +273,6 @@ def _failed(scan: Scan, message: str, exit_code: int, t0: float) -> ScanResult:
 
 def _is_fatal(error: CTADefaceError) -> bool:
     """Errors that no other scan can escape (the model, the output folder) end the run."""
-    from .errors import ModelError, OutputError
-
     return isinstance(error, ModelError | OutputError)
 
 
