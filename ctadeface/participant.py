@@ -255,7 +255,8 @@ def run(
         except CTADefaceError as e:
             if _is_fatal(e):
                 raise
-            results.append(_failed(scan, str(e), e.exit_code, t0))
+            message = str(e) if str(scan.path) in str(e) else f"{scan.path}: {e}"
+            results.append(_failed(scan, message, e.exit_code, t0))
         except OSError as e:
             msg = f"{scan.path}: {e.strerror or e}"
             results.append(_failed(scan, msg, InputError.exit_code, t0))

@@ -192,3 +192,15 @@ def test_unreadable_inputs_never_load_the_model(dataset):
     results = run(settings, scans, must_not_load)
     assert [r.status for r in results] == [FAILED] * 3
     assert all("empty file" in r.message for r in results)
+
+
+def test_errors_raised_without_a_path_are_named_after_the_scan(dataset):
+    from ctadeface.errors import InputError
+
+    class Refuses(ThresholdSegmenter):
+        def predict(self, hu, spacing):
+            raise InputError("the image covers 1e9 mm")
+
+    settings, scans = dataset
+    results = run(settings, scans[:1], Refuses)
+    assert results[0].message == f"{scans[0].path}: the image covers 1e9 mm"
