@@ -202,7 +202,7 @@ def test_interrupted_write_removes_temp(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nib, "save", boom)
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", boom)
     with pytest.raises(KeyboardInterrupt):
         write_image_atomic(tmp_path / "o" / "x.nii.gz", ct.data, ct)
     assert list((tmp_path / "o").iterdir()) == []
@@ -240,3 +240,23 @@ def test_exclusive_write_without_hard_links_still_writes_once(tmp_path, monkeypa
     write_text_atomic(target, "first", exclusive=True)
     write_text_atomic(target, "second", exclusive=True)
     assert target.read_text() == "first" and sorted(os.listdir(tmp_path)) == ["d.json"]
+
+
+def test_hu_view_converts_only_the_box(tmp_path):
+    path = tmp_path / "s.nii.gz"
+    _save(path, np.int16, 0.5, -1024.0)
+    ct = load_ct(path)
+    view = ct.hu_view()
+    box = (slice(1, 3), slice(None), slice(0, 2))
+    assert view.shape == ct.data.shape
+    part = view[box]
+    assert part.dtype == np.float32 and part.shape == ct.data[box].shape
+    np.testing.assert_allclose(part, ct.hu()[box])
+
+
+def test_loaded_array_is_fortran_ordered_and_writable(tmp_path):
+    path = tmp_path / "s.nii.gz"
+    _save(path, np.int16, 1.0, 0.0)
+    ct = load_ct(path)
+    assert ct.data.flags.f_contiguous and ct.data.flags.writeable
+    np.testing.assert_array_equal(ct.data, np.asanyarray(nib.load(path).dataobj.get_unscaled()))

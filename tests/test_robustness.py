@@ -440,10 +440,10 @@ def test_no_face_in_the_field_of_view_is_recorded_not_a_crash(tmp_path, capsys, 
 
     real = FaceSegmenter.predict
 
-    def predict(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-        if float(hu.max()) <= -999:  # the all-air scan
-            return np.zeros(hu.shape, dtype=bool)
-        return real(self, hu, spacing)
+    def predict(self, volume: np.ndarray, spacing, *, slope=1.0, inter=0.0) -> np.ndarray:
+        if float(volume.max()) * slope + inter <= -999:  # the all-air scan
+            return np.zeros(volume.shape, dtype=bool)
+        return real(self, volume, spacing, slope=slope, inter=inter)
 
     monkeypatch.setattr(FaceSegmenter, "predict", predict)
     bids = make_dataset(tmp_path / "bids", {"air": _all_air, "head": write_phantom(21)})
@@ -711,11 +711,11 @@ SLOW_DISK_APP = """
 import signal, sys, time
 import nibabel
 signal.signal(signal.SIGINT, signal.default_int_handler)
-real_save = nibabel.save
-def slow_save(img, filename, **kwargs):
-    real_save(img, filename, **kwargs)
+real_write = nibabel.Nifti1Image.to_file_map
+def slow_write(img, *args, **kwargs):
+    real_write(img, *args, **kwargs)
     time.sleep(0.4)
-nibabel.save = slow_save
+nibabel.Nifti1Image.to_file_map = slow_write
 from ctadeface.cli import main
 sys.exit(main())
 """
@@ -796,7 +796,7 @@ def test_interrupt_mid_write_stops_cleanly(three, tmp_path, signum, code, word):
 def test_disk_full_while_writing(three, tmp_path, capsys, monkeypatch, what):
     """ENOSPC after some bytes reached the disk: exit 73, one line, no partial file left."""
     before, out = snapshot(three), tmp_path / "out"
-    real_save, real_write_text = nib.save, Path.write_text
+    real_write_image, real_write_text = nib.Nifti1Image.to_file_map, Path.write_text
     calls = {"n": 0}
 
     def full(path: Path) -> None:
@@ -806,9 +806,10 @@ def test_disk_full_while_writing(three, tmp_path, capsys, monkeypatch, what):
                 fh.write(b"\x1f\x8b partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    def save(img, filename, **kwargs):
-        full(Path(filename))
-        real_save(img, filename, **kwargs)
+    def write_image(img, file_map=None, **kwargs):  # under nib.save and to_stream alike
+        holder = (file_map or img.file_map)["image"]
+        full(Path(holder.filename or holder.fileobj.name))
+        return real_write_image(img, file_map, **kwargs)
 
     def write_text(self: Path, text: str, *args, **kwargs):
         if TEMP_MARKER in self.name and "_desc-defaced_" in self.name:
@@ -816,7 +817,7 @@ def test_disk_full_while_writing(three, tmp_path, capsys, monkeypatch, what):
         return real_write_text(self, text, *args, **kwargs)
 
     if what == "image":
-        monkeypatch.setattr(nib, "save", save)
+        monkeypatch.setattr(nib.Nifti1Image, "to_file_map", write_image)
     else:
         calls["n"] = 1
         monkeypatch.setattr(Path, "write_text", write_text)
