@@ -1,21 +1,34 @@
 """The face segmenter: one object owns the loaded nnU-Net v2 model for the whole run.
 
-``FaceSegmenter(model).predict(hu, spacing)`` gives exactly the mask that
-``nnUNetv2_predict_from_modelfolder`` writes for the same NIfTI, model folder, folds and TTA
-setting: it feeds nnU-Net the array the way nnU-Net's own NIfTI readers (``SimpleITKIO``,
-``NibabelIO``) do, i.e. the stored array transposed to (k, j, i) with the spacing reversed, and
-transposes the result back. No subprocess, no temporary files; the network is loaded once.
+Two ways to the same network, both fed the array the way nnU-Net's own NIfTI readers
+(``SimpleITKIO``, ``NibabelIO``) do, i.e. the stored array transposed to (k, j, i) with the
+spacing reversed:
+
+- ``exact=True``: nnU-Net's own preprocessing, sliding window and export, so the mask equals the
+  one ``nnUNetv2_predict_from_modelfolder`` writes for the same NIfTI, model, folds and TTA;
+- ``exact=False`` (default, fast): nnU-Net's resampling (cubic B-spline for the image, linear for
+  the logits, nearest along a strongly anisotropic axis, same grids, same clipping) done on torch
+  as separable filters over a window only; nnU-Net's sliding-window tiles, Gaussian weights and
+  fp16 sums, but only the tiles that reach the body's bounding box (HU > -500, plus a margin);
+  the logits brought back to the source grid in blocks, never as a full-resolution float copy;
+  the network in bf16 on CPUs that compute it natively (``precision``). Masks agree with the
+  exact path to Dice >= 0.99 (measured by ``bench/benchmark.py``; tests/test_segment.py).
+
+No subprocess, no temporary files; the network is loaded once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
+import json
 import logging
 import pickle
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,31 +36,39 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctadeface import grid
 from ctadeface.errors import InputError, ModelError, UsageError
 from ctadeface.models import ModelSpec
+from ctadeface.network import (
+    NUMPY_GLOBALS,
+    ModelConfig,
+    Network,
+    UnsupportedModel,
+    configuration,
+    load_network,
+    read_config,
+    tile_starts,
+)
 
 log = logging.getLogger(__name__)
 
 #: The largest grid nnU-Net may resample a scan to (about 1.6 GB of float32 per channel).
 MAX_RESAMPLED_VOXELS = 4.0e8
 
+#: Fast path: voxels above this are body (HU); the box around them gets this margin (mm).
+BODY_HU = -500.0
+BOX_MARGIN_MM = 30.0
+
+#: Normalisation schemes that act voxel by voxel, so the fast path may apply them to gathered
+#: voxels before resampling (as nnU-Net normalises before it resamples).
+POINTWISE_NORMALIZATIONS = frozenset({"CTNormalization", "NoNormalization"})
+
+#: Torch dtypes that index_select handles on CPU and CUDA; other stored dtypes are cast first.
+_TORCH_DTYPES = (np.int16, np.uint8, np.int8, np.int32, np.float32, np.float64)
+
 #: nnU-Net image readers whose array is the stored NIfTI array transposed (2, 1, 0), spacing
 #: reversed (no reorientation): the only ones whose input we can reproduce from (hu, spacing).
 SUPPORTED_READERS = frozenset({"SimpleITKIO", "NibabelIO"})
-
-#: Globals a checkpoint written by nnU-Net training may hold besides tensors (numpy scalars in
-#: its training log). Anything else in a checkpoint that was not verified by its pinned sha256
-#: is refused: ``torch.load(weights_only=False)``, which nnU-Net uses, could run it as code.
-_ALLOWED_CHECKPOINT_GLOBALS = frozenset(
-    {
-        "numpy.core.multiarray.scalar",
-        "numpy._core.multiarray.scalar",
-        "numpy.dtype",
-        "numpy.core.multiarray._reconstruct",
-        "numpy._core.multiarray._reconstruct",
-        "numpy.ndarray",
-    }
-)
 
 
 @contextlib.contextmanager
@@ -78,6 +99,30 @@ def choose_device(device: str) -> torch.device:
     raise UsageError(f"--device {device}: use auto, cpu, cuda or cuda:N")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is
+    emulated and slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def choose_precision(precision: str, device: torch.device) -> str:
+    """The fast path's network precision: ``auto`` is ``fp16`` autocast on CUDA (as nnU-Net
+    does), ``bf16`` autocast on CPUs with native bfloat16, else ``fp32``. Raises UsageError."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        if precision == "fp16" and device.type != "cuda":
+            raise UsageError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if native_bf16() else "fp32"
+
+
 def check_checkpoint_globals(path: Path) -> None:
     """Refuse a checkpoint whose pickle references Python globals other than numpy scalars.
 
@@ -88,15 +133,120 @@ def check_checkpoint_globals(path: Path) -> None:
     except (OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise ModelError(f"checkpoint {path} is not a readable torch checkpoint ({err})") from err
     unsafe = sorted(
-        g
-        for g in found
-        if g not in _ALLOWED_CHECKPOINT_GLOBALS and not g.startswith("numpy.dtypes.")
+        g for g in found if g not in NUMPY_GLOBALS and not g.startswith("numpy.dtypes.")
     )
     if unsafe:
         raise ModelError(
             f"refusing checkpoint {path}: it holds Python objects ({', '.join(unsafe[:3])}) "
             "that could run code when loaded; use a model from a source you trust and check it"
         )
+
+
+#: nnU-Net resampling functions the fast path reproduces (with their order/order_z/separate-z
+#: keyword arguments).
+SUPPORTED_RESAMPLING = frozenset({"resample_data_or_seg_to_shape"})
+
+
+def _fast_path_unsupported(config: ModelConfig) -> str:
+    """Why the fast path cannot reproduce this model's preprocessing ('' if it can)."""
+    if config.normalization[0] not in POINTWISE_NORMALIZATIONS:
+        return f"its intensity normalisation {config.normalization[0]} is not voxel-wise"
+    for key, (name, kwargs) in (
+        ("resampling_fn_data", config.resampling_data),
+        ("resampling_fn_probabilities", config.resampling_probabilities),
+    ):
+        if name not in SUPPORTED_RESAMPLING:
+            return f"its {key} is {name}"
+        for order_key in ("order", "order_z"):
+            if int(kwargs.get(order_key, 0)) not in grid.ORDERS:
+                return f"its {key} {order_key} {kwargs.get(order_key)} is not 0, 1 or 3"
+    return ""
+
+
+#: nnU-Net's ANISO_THRESHOLD: an axis this many times coarser than the others is resampled
+#: separately (with ``order_z``).
+ANISOTROPY_THRESHOLD = 3.0
+
+
+def separate_axis(force: bool | None, current: Sequence[float], new: Sequence[float]) -> int | None:
+    """The axis nnU-Net resamples separately, as its ``determine_do_sep_z_and_axis``."""
+
+    def coarsest(spacing: Sequence[float]) -> np.ndarray:
+        values = np.asarray(spacing, dtype=float)
+        return np.where(values.max() / values == 1)[0]
+
+    def anisotropic(spacing: Sequence[float]) -> bool:
+        return bool(max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD)
+
+    if force is not None:
+        axes = coarsest(current) if force else None
+    elif anisotropic(current):
+        axes = coarsest(current)
+    elif anisotropic(new):
+        axes = coarsest(new)
+    else:
+        axes = None
+    return int(axes[0]) if axes is not None and len(axes) == 1 else None
+
+
+def _orders(
+    kwargs: dict[str, Any], current: Sequence[float], new: Sequence[float]
+) -> tuple[list[int], int | None]:
+    """Interpolation order per axis for nnU-Net's ``resample_data_or_seg_to_shape`` with
+    ``kwargs`` from ``current`` to ``new`` spacing, and the separately resampled axis if any."""
+    order, order_z = int(kwargs.get("order", 3)), int(kwargs.get("order_z", 0))
+    axis = separate_axis(kwargs.get("force_separate_z"), current, new)
+    return [order_z if a == axis else order for a in range(3)], axis
+
+
+def _clip_to_source_range(
+    low: torch.Tensor,
+    source: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    axis: int | None,
+    maps: Sequence[grid.AxisMap],
+) -> None:
+    """Clip resampled values in place to the range of the normalised source, over the whole
+    image, or per slice along a separately resampled ``axis`` (as nnU-Net's 2D resizes)."""
+    if axis is None:
+        bounds = transform(torch.stack([source.min(), source.max()]))
+        low.clamp_(float(bounds[0]), float(bounds[1]))
+        return
+    others = tuple(a for a in range(3) if a != axis)
+    lows = transform(source.amin(dim=others))[maps[axis].index[:, 0]]
+    highs = transform(source.amax(dim=others))[maps[axis].index[:, 0]]
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    torch.maximum(low, lows.view(shape), out=low)
+    torch.minimum(low, highs.view(shape), out=low)
+
+
+_FAST_DESCRIPTION = (
+    "nnU-Net's resampling, tiles and weights, only the tiles reaching the body box "
+    f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm)"
+)
+
+
+def _positive(block: torch.Tensor) -> torch.Tensor:
+    return block[0] > 0
+
+
+def _not_background(block: torch.Tensor) -> torch.Tensor:
+    return block.argmax(0) != 0
+
+
+def _any_region(block: torch.Tensor) -> torch.Tensor:
+    return (block > 0).any(0)
+
+
+def _config_of(predictor: Any) -> ModelConfig:
+    """The inference settings of a model nnU-Net loaded itself."""
+    return read_config(
+        predictor.plans_manager.plans,
+        predictor.dataset_json,
+        predictor.configuration_name,
+        predictor.allowed_mirroring_axes or (),
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -109,14 +259,70 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """Which of nnU-Net's sliding-window tiles to run, in model-grid voxels (k, j, i).
+
+    Attributes:
+        window: per axis (start, stop) of the region the tiles cover, in unpadded coordinates
+            (it may reach below 0 or past the grid where nnU-Net pads a grid smaller than
+            the patch).
+        real: per axis the part of ``window`` inside the grid.
+        padding: ``torch.nn.functional.pad`` amounts that turn the ``real`` block into the
+            ``window`` block (zeros, as nnU-Net pads).
+        tiles: slices into the window block, in nnU-Net's order.
+    """
+
+    window: tuple[tuple[int, int], ...]
+    real: tuple[tuple[int, int], ...]
+    padding: tuple[int, ...]
+    tiles: list[tuple[slice, ...]]
+
+
+def plan_tiles(
+    shape: tuple[int, ...],
+    patch: list[int],
+    needed: list[tuple[int, int]],
+    step: float,
+) -> TilePlan:
+    """The tiles of nnU-Net's sliding window over ``shape`` (padded to the patch as nnU-Net
+    pads) that overlap the ``needed`` region (start, stop per axis)."""
+    below = [max(0, p - n) // 2 for n, p in zip(shape, patch, strict=True)]
+    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
+    steps = tile_starts(padded, patch, step)
+    chosen = []
+    for axis_steps, p, (a, b), off in zip(steps, patch, needed, below, strict=True):
+        chosen.append([s for s in axis_steps if s < b + off and s + p > a + off])
+    window = tuple(
+        (c[0] - off, c[-1] + p - off) for c, p, off in zip(chosen, patch, below, strict=True)
+    )
+    real = tuple((max(0, a), min(n, b)) for (a, b), n in zip(window, shape, strict=True))
+    padding: list[int] = []
+    for (a, b), (ra, rb) in reversed(list(zip(window, real, strict=True))):
+        padding += [ra - a, b - rb]
+    tiles = [
+        tuple(slice(s - c[0], s - c[0] + p) for s, c, p in zip(combo, chosen, patch, strict=True))
+        for combo in itertools.product(*chosen)
+    ]
+    return TilePlan(window, real, tuple(padding), tiles)
+
+
 class FaceSegmenter:
-    """Owns one ``nnUNetPredictor`` loaded from ``model``; segments scans one after another.
+    """Owns one loaded model; segments scans one after another.
+
+    The fast path runs the network built by :mod:`ctadeface.network` (weights loaded with
+    ``weights_only=True``; nnU-Net itself builds it only for plans that module cannot read);
+    the exact path (``exact=True``, or a model whose preprocessing the fast path cannot
+    reproduce) runs an ``nnUNetPredictor``.
 
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``tta``: mirroring test-time
     augmentation (``nnUNetv2_predict`` default on, CTA-DEFACE later ran with it off).
     ``nprocs``: torch CPU threads (``torch.set_num_threads``), None leaves torch's default.
-    Checkpoints not verified by a pinned sha256 are checked to hold no Python objects beyond
-    numpy scalars before nnU-Net unpickles them.
+    ``exact``: nnU-Net's own pipeline over the whole field of view instead of the fast path
+    (see the module docstring). ``precision``: the fast path's network arithmetic (see
+    :func:`choose_precision`; the exact path always does what nnU-Net does). Checkpoints not
+    verified by a pinned sha256 are checked to hold no Python objects beyond numpy scalars
+    before anything unpickles them.
     """
 
     def __init__(
@@ -126,11 +332,16 @@ class FaceSegmenter:
         device: str = "auto",
         tta: bool = False,
         nprocs: int | None = None,
+        exact: bool = False,
+        precision: str = "auto",
     ) -> None:
         t0 = time.perf_counter()
         self.model = model
         self.tta = tta
+        self.exact = exact
+        self.tile_step_size = 0.5
         self.device = choose_device(device)
+        self.precision = choose_precision(precision, self.device)
         if nprocs is not None:
             if nprocs < 1:
                 raise UsageError(f"--nprocs {nprocs}: must be at least 1")
@@ -138,15 +349,61 @@ class FaceSegmenter:
         if not model.pinned:  # pinned checkpoints were verified by sha256 in resolve_model
             for relpath in model.checkpoint_sha256:
                 check_checkpoint_globals(model.folder / relpath)
+        self._check_supported()
+        self._predictor: Any = None
+        self._network: Network | None = None
+        if not exact:
+            self._network = self._load_network()
+            why = _fast_path_unsupported(self._network.config)
+            if why:
+                log.info("model %s: %s; using nnU-Net's exact pipeline", model.name, why)
+                self.exact = True
+        if self.exact:
+            self._predictor = self._nnunet_predictor()
+        else:
+            assert self._network is not None
+            self._network.warm_up()
+        self.load_seconds = time.perf_counter() - t0
+        log.info(
+            "loaded model %s (%s, folds %s) on %s, tta %s, %s, in %.2f s",
+            model.name,
+            model.folder,
+            ",".join(model.folds),
+            self.device,
+            "on" if tta else "off",
+            "exact nnU-Net pipeline" if self.exact else f"fast path, {self.precision}",
+            self.load_seconds,
+        )
+
+    def _load_network(self) -> Network:
+        model = self.model
+        try:
+            try:
+                config, module, weights = load_network(
+                    model.folder, model.configuration, model.folds, model.checkpoint, model.trainer
+                )
+            except UnsupportedModel as why:
+                log.info("model %s: %s; nnU-Net builds its network", model.name, why)
+                predictor = self._nnunet_predictor()
+                config = _config_of(predictor)
+                module, weights = predictor.network, list(predictor.list_of_parameters)
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ModelError(f"model {model.folder} cannot be loaded: {e}") from e
+        except pickle.UnpicklingError as e:
+            raise ModelError(f"model {model.folder}: refusing its checkpoint ({e})") from e
+        return Network(module, weights, config, self.device, tta=self.tta, precision=self.precision)
+
+    def _nnunet_predictor(self) -> Any:
+        """nnU-Net's own predictor for this model (imports nnU-Net)."""
+        model = self.model
         with _quiet("import"):
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        on_cuda = self.device.type == "cuda"
         with _quiet("load"):
             predictor = nnUNetPredictor(
-                tile_step_size=0.5,
+                tile_step_size=self.tile_step_size,
                 use_gaussian=True,
-                use_mirroring=tta,
-                perform_everything_on_device=on_cuda,
+                use_mirroring=self.tta,
+                perform_everything_on_device=self.device.type == "cuda",
                 device=self.device,
                 verbose=False,
                 verbose_preprocessing=False,
@@ -160,61 +417,157 @@ class FaceSegmenter:
                 )
             except (OSError, KeyError, RuntimeError, ValueError) as err:
                 raise ModelError(f"model {model.folder} cannot be loaded: {err}") from err
-        self._check_supported(predictor)
-        self._predictor = predictor
-        self.load_seconds = time.perf_counter() - t0
-        log.info(
-            "loaded model %s (%s, folds %s) on %s, tta %s, in %.2f s",
-            model.name,
-            model.folder,
-            ",".join(model.folds),
-            self.device,
-            "on" if tta else "off",
-            self.load_seconds,
-        )
+        return predictor
 
-    def _check_supported(self, predictor: Any) -> None:
-        plans = predictor.plans_manager.plans
+    def _check_supported(self) -> None:
+        folder = self.model.folder
+        try:
+            plans = json.loads((folder / "plans.json").read_text(encoding="utf-8"))
+            dataset = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+            config = configuration(plans, self.model.configuration)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"model {folder} cannot be loaded: {err}") from err
         reader = plans.get("image_reader_writer", "SimpleITKIO")
         if reader not in SUPPORTED_READERS:
             raise ModelError(
-                f"model {self.model.folder} reads images with {reader}; only models using "
+                f"model {folder} reads images with {reader}; only models using "
                 f"{' or '.join(sorted(SUPPORTED_READERS))} are supported"
             )
-        if predictor.configuration_manager.previous_stage_name is not None:
-            raise ModelError(f"model {self.model.folder} is a cascade stage; not supported")
-        dataset = predictor.dataset_json
+        if config.get("previous_stage") is not None:
+            raise ModelError(f"model {folder} is a cascade stage; not supported")
         channels = dataset.get("channel_names", dataset.get("modality"))
         if channels is not None and len(channels) != 1:
             raise ModelError(
-                f"model {self.model.folder} takes {len(channels)} input channels; a face model "
-                "takes one (CT)"
+                f"model {folder} takes {len(channels)} input channels; a face model takes one (CT)"
             )
 
-    def predict(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    def predict(
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float],
+        *,
+        slope: float = 1.0,
+        inter: float = 0.0,
+    ) -> np.ndarray:
         """The face mask of one scan.
 
-        ``hu``: 3D float32 HU, array order as stored on disk (i, j, k). ``spacing``: mm per array
-        axis (i, j, k). Returns a bool array of the same shape, True = face (any non-background
-        label).
+        ``volume``: 3D, array order as stored on disk (i, j, k), in stored units (HU = stored *
+        ``slope`` + ``inter``; pass HU with the defaults). ``spacing``: mm per array axis (i, j,
+        k). Returns a bool array of the same shape, True = face (any non-background label); it
+        has the memory order of ``volume`` (Fortran for a NIfTI loaded by nibabel).
         """
-        if hu.ndim != 3:
-            raise ValueError(f"expected a 3D image, got shape {hu.shape}")
+        if volume.ndim != 3:
+            raise ValueError(f"expected a 3D image, got shape {volume.shape}")
         if len(spacing) != 3 or min(spacing) <= 0:
             raise ValueError(f"expected three positive spacings (mm), got {spacing}")
-        self._check_resampled_size(hu.shape, spacing)
-        image = np.asarray(hu, dtype=np.float32).transpose(2, 1, 0)[None]
-        properties = {"spacing": [abs(float(s)) for s in spacing[::-1]]}
+        self._check_resampled_size(volume.shape, spacing)
+        kji = np.asarray(volume).T  # nnU-Net's axis order; C-ordered for a nibabel array
+        kji_spacing = tuple(abs(float(s)) for s in spacing[::-1])
         with torch.inference_mode(), _quiet("predict"):
-            labels = self._predictor.predict_single_npy_array(image, properties, None, None, False)
-        return np.ascontiguousarray(np.asarray(labels).transpose(2, 1, 0) != 0)
+            if self.exact:
+                mask_kji = self._predict_exact(kji, kji_spacing, slope, inter)
+            else:
+                mask_kji = self._predict_fast(kji, kji_spacing, slope, inter)
+        return mask_kji.T
+
+    def _predict_exact(
+        self, kji: np.ndarray, spacing: tuple[float, ...], slope: float, inter: float
+    ) -> np.ndarray:
+        image = (np.asarray(kji, dtype=np.float32) * np.float32(slope) + np.float32(inter))[None]
+        properties = {"spacing": list(spacing)}
+        labels = self._predictor.predict_single_npy_array(image, properties, None, None, False)
+        return np.asarray(labels) != 0
+
+    def _predict_fast(
+        self, kji: np.ndarray, spacing: tuple[float, ...], slope: float, inter: float
+    ) -> np.ndarray:
+        """nnU-Net's sliding window restricted to the tiles that touch the body's box.
+
+        The model grid, the tile positions, the Gaussian weighting and its half-precision
+        accumulation are nnU-Net's for the whole field of view, so inside the box the logits are
+        those of the whole-image run (given the same resampled input); tiles that cannot reach
+        the box are not computed, and the mask outside the box is background.
+        """
+        assert self._network is not None
+        config = self._network.config
+        patch = [int(p) for p in config.patch_size]
+        full = grid.target_shape(kji.shape, spacing, [float(t) for t in config.spacing])
+        threshold = (BODY_HU - inter) / slope if slope > 0 else -np.inf
+        box = grid.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM)
+        mask = np.zeros(kji.shape, dtype=bool)
+        if box is None:
+            return mask
+        target = [float(t) for t in config.spacing]
+        data_orders, data_axis = _orders(config.resampling_data[1], spacing, target)
+        prob_orders, _ = _orders(config.resampling_probabilities[1], target, spacing)
+        needed = [
+            grid.source_window(n_low, n, (b.start, b.stop), order=order)
+            for n_low, n, b, order in zip(full, kji.shape, box, prob_orders, strict=True)
+        ]
+        plan = plan_tiles(full, patch, needed, self.tile_step_size)
+        volume = kji if kji.dtype.type in _TORCH_DTYPES and kji.dtype.isnative else None
+        if volume is None:  # torch cannot index this dtype: a float32 copy
+            volume = kji.astype(np.float32)
+        source = torch.from_numpy(volume).to(self.device)
+        maps = [
+            grid.axis_map(n, n_low, (w0, w1), order=order, device=self.device)
+            for n, n_low, (w0, w1), order in zip(
+                kji.shape, full, plan.real, data_orders, strict=True
+            )
+        ]
+        transform = self._transform(slope, inter)
+        low = grid.resample(source, maps, transform)
+        if full != kji.shape:  # skimage's resize clips to the range of what it resized
+            _clip_to_source_range(low, source, transform, data_axis, maps)
+        del source
+        low = torch.nn.functional.pad(low, plan.padding)[None, None]
+        logits = self._network.logits(low, plan.tiles)
+        del low
+        inner = tuple(
+            slice(a - w0, b - w0) for (a, b), (w0, _) in zip(needed, plan.window, strict=True)
+        )
+        logits = logits[(slice(None), *inner)].float()
+        if config.has_regions:
+            decide = _any_region
+        elif logits.shape[0] == 2:  # linear interpolation commutes with the difference
+            logits, decide = (logits[1] - logits[0])[None], _positive
+        else:
+            decide = _not_background
+        up = [
+            grid.axis_map(n_low, n, (b.start, b.stop), order=order, offset=a, device=self.device)
+            for n_low, n, b, (a, _), order in zip(
+                full, kji.shape, box, needed, prob_orders, strict=True
+            )
+        ]
+        mask[box] = grid.resample_decide(logits, up, decide)
+        return mask
+
+    def _transform(self, slope: float, inter: float) -> Any:
+        """Stored values -> float32 HU -> the model's normalisation (elementwise)."""
+        assert self._network is not None
+        scheme, props = self._network.config.normalization
+
+        def to_input(t: torch.Tensor) -> torch.Tensor:
+            hu = t.float()
+            if slope != 1.0 or inter != 0.0:
+                hu = hu * slope + inter
+            if scheme == "CTNormalization":
+                hu = hu.clamp(props["percentile_00_5"], props["percentile_99_5"])  # a new tensor
+                hu = (hu - props["mean"]) / max(props["std"], 1e-8)
+            return hu
+
+        return to_input
 
     def _check_resampled_size(
         self, shape: tuple[int, ...], spacing: tuple[float, float, float]
     ) -> None:
         """Refuse a scan whose grid at the model's spacing would be absurdly large (e.g. a
         header with voxel sizes in microns read as mm) before nnU-Net allocates it."""
-        target = self._predictor.configuration_manager.spacing[::-1]  # now (i, j, k), mm
+        if self._network is not None:
+            spacing_kji = list(self._network.config.spacing)
+        else:
+            spacing_kji = list(self._predictor.configuration_manager.spacing)
+        target = spacing_kji[::-1]  # now (i, j, k), mm
         voxels = float(np.prod([n * s / t for n, s, t in zip(shape, spacing, target, strict=True)]))
         if voxels > MAX_RESAMPLED_VOXELS:
             extent = " x ".join(f"{n * s:.0f}" for n, s in zip(shape, spacing, strict=True))
@@ -237,6 +590,8 @@ class FaceSegmenter:
             "licence": self.model.licence,
             "tta": self.tta,
             "device": str(self.device),
-            "tile_step_size": 0.5,
+            "tile_step_size": self.tile_step_size,
+            "inference": "exact nnU-Net pipeline" if self.exact else _FAST_DESCRIPTION,
+            "precision": "as nnU-Net" if self.exact else self.precision,
             "versions": _versions(),
         }

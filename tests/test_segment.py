@@ -1,4 +1,5 @@
-"""Tests of ctadeface.segment: FaceSegmenter gives exactly what nnU-Net's own CLI gives."""
+"""Tests of ctadeface.segment: FaceSegmenter(exact=True) gives exactly what nnU-Net's own CLI
+gives; the fast path agrees with it and runs only the tiles that reach the body."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from ctadeface import grid
 from ctadeface.errors import ModelError, UsageError
 from ctadeface.models import resolve_model
 from ctadeface.segment import FaceSegmenter, check_checkpoint_globals, choose_device
@@ -91,12 +93,92 @@ def test_exactly_what_nnunet_cli_gives(
     path, hu, spacing = scan
     reference = run_nnunet_cli(model_folder, path, tmp_path / "out", tta)
     spec = resolve_model(str(model_folder), tmp_path / "cache")
-    segmenter = FaceSegmenter(spec, device="cpu", tta=tta, nprocs=1)
+    segmenter = FaceSegmenter(spec, device="cpu", tta=tta, nprocs=1, exact=True)
     mask = segmenter.predict(hu, spacing)
     assert mask.dtype == bool
     assert mask.shape == hu.shape == reference.shape
     assert 0 < reference.sum() < reference.size / 2, "the test model must give a non-trivial mask"
     assert np.array_equal(mask, reference > 0)
+    assert segmenter.describe()["inference"] == "exact nnU-Net pipeline"
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum()) + int(b.sum()))
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_fast_path_agrees_with_nnunet_cli(
+    model_folder: Path, scan: tuple, tmp_path: Path, tta: bool
+) -> None:
+    """Same network and tiles; only the resampling differs (linear instead of cubic). This
+    40-iteration model on a 40-voxel scan is all boundary, so the bound here is loose; the
+    shipped model's agreement on real-size scans is measured by bench/benchmark.py."""
+    path, hu, spacing = scan
+    reference = run_nnunet_cli(model_folder, path, tmp_path / "out", tta) > 0
+    spec = resolve_model(str(model_folder), tmp_path / "cache")
+    stored = nib.load(path)
+    segmenter = FaceSegmenter(spec, device="cpu", tta=tta, nprocs=1, precision="fp32")
+    mask = segmenter.predict(
+        np.asarray(stored.dataobj.get_unscaled()),
+        spacing,
+        slope=float(stored.dataobj.slope),
+        inter=float(stored.dataobj.inter),
+    )
+    assert mask.shape == reference.shape and mask.flags.f_contiguous
+    assert dice(mask, reference) >= 0.9
+    assert np.array_equal(mask, segmenter.predict(hu, spacing))  # stored+scaling == HU
+
+
+def test_fast_path_equals_exact_path_when_no_resampling_is_needed(
+    model_folder: Path, tmp_path: Path
+) -> None:
+    case = blob_case(7, spacing=(4.0, 4.0, 4.0))  # the model's own spacing
+    spec = resolve_model(str(model_folder), tmp_path / "cache")
+    fast = FaceSegmenter(spec, device="cpu", nprocs=1, precision="fp32").predict(
+        case.hu, case.spacing
+    )
+    exact = FaceSegmenter(spec, device="cpu", nprocs=1, exact=True).predict(case.hu, case.spacing)
+    assert fast.any() and np.array_equal(fast, exact)
+
+
+def test_fast_path_runs_only_the_tiles_that_reach_the_body(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head in one corner of a wide field of view: fewer tiles, the same logits in the box."""
+    case = blob_case(9)
+    hu = np.full((100, 110, 40), -1000.0, np.float32)
+    hu[: case.hu.shape[0], : case.hu.shape[1], : case.hu.shape[2]] = case.hu
+    spec = resolve_model(str(model_folder), tmp_path / "cache")
+    segmenter = FaceSegmenter(spec, device="cpu", nprocs=1, precision="fp32")
+    network = segmenter._network
+    tiles = {"n": 0}
+    real_tile = network._predict_tile
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        tiles["n"] += 1
+        return real_tile(x)
+
+    monkeypatch.setattr(network, "_predict_tile", counted)
+    fast = segmenter.predict(hu, case.spacing)
+    fast_tiles, tiles["n"] = tiles["n"], 0
+    real_box = grid.body_box
+    box = real_box(hu.T, case.spacing[::-1], -500.0, margin_mm=30.0)
+    assert box is not None
+    box_ijk = box[::-1]
+    monkeypatch.setattr(grid, "body_box", lambda v, *a, **k: tuple(slice(0, n) for n in v.shape))
+    whole = segmenter.predict(hu, case.spacing)
+    assert 0 < fast_tiles < tiles["n"]
+    assert fast[box_ijk].any()
+    assert np.array_equal(fast[box_ijk], whole[box_ijk])
+    outside = np.ones(hu.shape, bool)
+    outside[box_ijk] = False
+    assert not fast[outside].any()
+
+
+def test_fast_path_empty_field_of_view(model_folder: Path, tmp_path: Path) -> None:
+    spec = resolve_model(str(model_folder), tmp_path / "cache")
+    air = np.full((30, 30, 20), -1000, np.int16)
+    assert not FaceSegmenter(spec, device="cpu", nprocs=1).predict(air, (4.0, 4.0, 5.0)).any()
 
 
 def test_one_segmenter_many_scans_and_tta_changes_something(
@@ -175,3 +257,13 @@ def test_absurd_voxel_sizes_are_refused_before_resampling():
     hu = np.full((20, 20, 20), -1000.0, np.float32)
     with pytest.raises(InputError, match="voxel sizes"):
         seg.predict(hu, (400.0, 400.0, 400.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_predict_never_modifies_the_scan(model_folder: Path, tmp_path: Path, dtype) -> None:
+    case = blob_case(3)
+    volume = case.hu.astype(dtype)
+    before = volume.copy()
+    spec = resolve_model(str(model_folder), tmp_path / "cache")
+    FaceSegmenter(spec, device="cpu", nprocs=1).predict(volume, case.spacing)
+    assert np.array_equal(volume, before)

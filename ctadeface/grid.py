@@ -1,0 +1,258 @@
+"""Grids for fast inference: the body's bounding box, and linear resampling between a box of the
+source grid and the model's grid, in bounded memory.
+
+Arrays here are in any fixed axis order; ``spacing`` gives mm per array axis in the same order.
+Resampling is nnU-Net's (skimage ``resize(mode="edge", anti_aliasing=False)`` = scipy ``zoom``
+with ``grid_mode=True``): the outer edges of both grids coincide, output voxel ``o`` samples
+input coordinate ``(o + 0.5) * n_in / n_out - 0.5``, edges extended by their nearest voxel, with
+nearest (0), linear (1) or cubic B-spline (3) interpolation. It is separable and done one axis
+at a time as a finite filter, on a window of the output grid only, so no full-resolution float32
+copy of a scan is ever made.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: A box of a 3D grid: one slice per axis (start, stop; step 1).
+Box = tuple[slice, slice, slice]
+
+
+def body_box(
+    volume: np.ndarray,
+    spacing: Sequence[float],
+    threshold: float,
+    *,
+    margin_mm: float,
+    step_mm: float = 4.0,
+) -> Box | None:
+    """Bounding box of the largest connected body part of ``volume``, grown by ``margin_mm``.
+
+    Args:
+        volume: the scan in stored units (any dtype), 3D.
+        spacing: mm per array axis.
+        threshold: voxels above it (stored units; e.g. -500 HU converted) are body, table or
+            head holder; padding (-1024/-2048/-3024) and air stay below.
+        margin_mm: the box grows this far on every side (within the grid).
+        step_mm: the body is found on a grid subsampled to about this step (speed).
+
+    Returns:
+        The box, or None when nothing in the scan is above ``threshold``.
+    """
+    from scipy import ndimage
+
+    steps = [max(1, int(step_mm // max(s, 1e-6))) for s in spacing]
+    coarse = np.asarray(volume[:: steps[0], :: steps[1], :: steps[2]]) > threshold
+    if not coarse.any():
+        return None
+    labels, n = ndimage.label(coarse)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        coarse = labels == int(np.argmax(sizes))
+    box = []
+    for axis, (n_axis, step, sp) in enumerate(zip(volume.shape, steps, spacing, strict=True)):
+        others = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(coarse.any(axis=others))
+        pad = int(np.ceil(margin_mm / sp)) + step
+        box.append(slice(max(0, int(hit[0]) * step - pad), min(n_axis, int(hit[-1]) * step + pad)))
+    return (box[0], box[1], box[2])
+
+
+def target_shape(
+    shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
+) -> tuple[int, int, int]:
+    """nnU-Net's new shape of a grid resampled from ``spacing`` to ``target`` (mm per axis),
+    computed as ``nnunetv2...compute_new_shape`` does (same float expression, same rounding)."""
+    out = [max(1, round(s / t * n)) for n, s, t in zip(shape, spacing, target, strict=True)]
+    return (out[0], out[1], out[2])
+
+
+#: Interpolation orders (nnU-Net's and scipy's): 0 nearest, 1 linear, 3 cubic B-spline.
+ORDERS = (0, 1, 3)
+#: Cubic B-spline interpolation is done with a finite kernel: the B-spline prefilter's impulse
+#: response decays as 0.268^n and is cut at this many samples each side (error < 1e-4).
+SPLINE_REACH = 6
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """Resampling along one axis as a finite filter: output voxel ``o`` is
+    ``sum_t w[o, t] * source[index[o, t]]``; ``factor`` is the whole grids' size ratio
+    (output / input), which fixes the order axes are resampled in."""
+
+    index: torch.Tensor
+    w: torch.Tensor
+    factor: float = 1.0
+
+    @property
+    def size(self) -> int:
+        return int(self.index.shape[0])
+
+    def rows(self, start: int, stop: int) -> AxisMap:
+        """The map of output voxels ``start:stop`` only."""
+        return AxisMap(self.index[start:stop], self.w[start:stop], self.factor)
+
+
+def _source_coordinate(n_in: int, n_out: int, index: torch.Tensor) -> torch.Tensor:
+    return (index.double() + 0.5) * (n_in / n_out) - 0.5
+
+
+@functools.cache
+def _spline_prefilter() -> np.ndarray:
+    """Impulse response of scipy's cubic B-spline prefilter, samples -R..R (R = reach + 2)."""
+    from scipy import ndimage
+
+    reach = SPLINE_REACH + 2
+    impulse = np.zeros(8 * reach + 1)
+    impulse[4 * reach] = 1.0
+    full = ndimage.spline_filter1d(impulse, order=3, mode="mirror")
+    return full[3 * reach : 5 * reach + 1]
+
+
+def _bspline3(t: np.ndarray) -> np.ndarray:
+    t = np.abs(t)
+    return np.where(
+        t < 1, 2.0 / 3.0 - t**2 + t**3 / 2.0, np.where(t < 2, (2.0 - t) ** 3 / 6.0, 0.0)
+    )
+
+
+def axis_map(
+    n_in: int,
+    n_out: int,
+    window: tuple[int, int] | None = None,
+    *,
+    order: int = 1,
+    offset: int = 0,
+    device: torch.device | None = None,
+) -> AxisMap:
+    """The map of output voxels ``window`` (start, stop; default all) of a grid of ``n_out``
+    voxels resampled from ``n_in`` with interpolation ``order`` (0, 1 or 3, as
+    ``scipy.ndimage.zoom(grid_mode=True, mode="nearest")`` and skimage's ``resize(mode="edge")``
+    do); source indices are shifted by ``-offset`` (when the source array holds only the
+    voxels from ``offset`` on). Equal sizes map each voxel to itself, as nnU-Net does."""
+    if order not in ORDERS:
+        raise ValueError(f"interpolation order {order} is not one of {ORDERS}")
+    start, stop = window if window is not None else (0, n_out)
+    out = torch.arange(start, stop)
+    if n_in == n_out or order == 0:
+        if n_in == n_out:
+            index = out.clone()
+        else:  # scipy's order 0 rounds halves up
+            index = torch.floor(_source_coordinate(n_in, n_out, out) + 0.5).long()
+        index, w = index[:, None], torch.ones((len(out), 1), dtype=torch.float64)
+    else:
+        x = _source_coordinate(n_in, n_out, out)
+        if order == 1:
+            x = x.clamp(0.0, float(n_in - 1))
+        base = torch.floor(x)
+        t = (x - base).numpy()
+        if order == 1:
+            taps = np.arange(0, 2)
+            w = torch.from_numpy(np.stack([1.0 - t, t], axis=1))
+        else:
+            taps = np.arange(-1 - SPLINE_REACH, 3 + SPLINE_REACH)
+            h = _spline_prefilter()
+            centre = len(h) // 2
+            bases = np.arange(-1, 3)
+            b = _bspline3(t[:, None] - bases[None, :])  # (n, 4) B-spline weights
+            lag = bases[:, None] - taps[None, :] + centre  # h[k - j]
+            hk = np.where((lag >= 0) & (lag < len(h)), h[np.clip(lag, 0, len(h) - 1)], 0.0)
+            w = torch.from_numpy(b @ hk)
+        index = base.long()[:, None] + torch.from_numpy(taps)[None, :]
+    index = index.clamp(0, n_in - 1) - offset
+    return AxisMap(index.to(device), w.float().to(device), n_out / n_in)
+
+
+def source_window(
+    n_in: int, n_out: int, window: tuple[int, int], *, order: int = 1
+) -> tuple[int, int]:
+    """The source voxels (start, stop) that output voxels ``window`` are computed from."""
+    amap = axis_map(n_in, n_out, window, order=order)
+    return int(amap.index.min()), int(amap.index.max()) + 1
+
+
+def _apply_axis(
+    t: torch.Tensor,
+    axis: int,
+    amap: AxisMap,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    chunk_elements: int = 1 << 22,
+) -> torch.Tensor:
+    """Resample ``t`` along ``axis`` by ``amap``, as float32; ``transform`` (elementwise) is
+    applied to the source values first (e.g. stored units -> normalised float32).
+
+    The filter is applied as one dense matrix over the source range it uses (a banded matrix
+    product is far faster than gathering each tap), to blocks of the other axes, so the
+    transformed source exists only one block of about ``chunk_elements`` at a time.
+    """
+    lo, hi = int(amap.index.min()), int(amap.index.max()) + 1
+    source = t.narrow(axis, lo, hi - lo).movedim(axis, 0)  # (span, *rest)
+    rest = tuple(source.shape[1:])
+    if amap.index.shape[1] == 1 and transform is None:  # nearest or identity: a gather
+        return source.index_select(0, amap.index[:, 0] - lo).float().movedim(0, axis)
+    matrix = torch.zeros((amap.size, hi - lo), dtype=torch.float32, device=t.device)
+    matrix.scatter_add_(1, amap.index - lo, amap.w)
+    out = torch.empty((amap.size, *rest), dtype=torch.float32, device=t.device)
+    per_row = (hi - lo) * max(1, int(np.prod(rest[1:], dtype=np.int64)))
+    step = max(1, chunk_elements // per_row)
+    for start in range(0, rest[0], step):
+        block = source[:, start : start + step]
+        block = transform(block) if transform is not None else block.float()
+        span, width = block.shape[0], block.shape[1]
+        product = matrix @ block.reshape(span, -1)
+        out[:, start : start + width] = product.view(amap.size, width, *rest[1:])
+    return out.movedim(0, axis)
+
+
+def resample(
+    volume: torch.Tensor,
+    maps: Sequence[AxisMap],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``volume`` (3D, any dtype) resampled linearly by one map per axis, as float32.
+
+    ``transform`` maps gathered source values to float32 (it must be elementwise, like HU
+    conversion, clipping and z-scoring); it is applied before interpolation, as nnU-Net
+    normalises before it resamples. The axis that shrinks most goes first, so the largest
+    intermediate is the output's size times the other axes' input/output factors; the order
+    depends on the whole grids only, so a window is bit-identical to that block of the whole.
+    """
+    order = sorted(range(3), key=lambda a: maps[a].factor)
+    t = _apply_axis(volume, order[0], maps[order[0]], transform)
+    for axis in order[1:]:
+        t = _apply_axis(t, axis, maps[axis])
+    return t.contiguous()
+
+
+def resample_decide(
+    low: torch.Tensor,
+    maps: Sequence[AxisMap],
+    decide: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    chunk_voxels: int = 8_000_000,
+) -> np.ndarray:
+    """Bring per-channel maps ``low`` (C, a, b, c) linearly to the grid of ``maps`` and decide
+    per voxel.
+
+    ``decide`` maps a (C, n, B, C3) float block to a bool block (n, B, C3), e.g. ``argmax != 0``
+    over logits. Axes 2 and 1 are resampled on the whole low-resolution map, axis 0 in blocks of
+    about ``chunk_voxels`` output voxels, so memory stays near C * a * B * C3 floats.
+
+    Returns a C-ordered bool array, one axis per map.
+    """
+    t = _apply_axis(low, 3, maps[2])
+    t = _apply_axis(t, 2, maps[1])
+    first = maps[0]
+    out = np.empty((first.size, maps[1].size, maps[2].size), dtype=bool)
+    step = max(1, chunk_voxels // max(1, maps[1].size * maps[2].size))
+    for start in range(0, first.size, step):
+        block = first.rows(start, start + step)
+        out[start : start + block.size] = decide(_apply_axis(t, 1, block)).cpu().numpy()
+    return out

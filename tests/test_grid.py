@@ -1,0 +1,104 @@
+"""Tests of ctadeface.grid: the body box and linear resampling in windows and blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctadeface import grid
+
+
+def full_maps(src: tuple[int, ...], dst: tuple[int, ...]) -> list[grid.AxisMap]:
+    return [grid.axis_map(n, m) for n, m in zip(src, dst, strict=True)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    src=st.tuples(*[st.integers(1, 12)] * 3),
+    dst=st.tuples(*[st.integers(1, 12)] * 3),
+    seed=st.integers(0, 2**16),
+)
+def test_resample_is_torch_trilinear(src, dst, seed) -> None:
+    """Same convention as F.interpolate(mode='trilinear', align_corners=False)."""
+    volume = torch.from_numpy(np.random.default_rng(seed).normal(size=src).astype(np.float32))
+    ours = grid.resample(volume, full_maps(src, dst), lambda t: t.float())
+    theirs = torch.nn.functional.interpolate(
+        volume[None, None], size=dst, mode="trilinear", align_corners=False
+    )[0, 0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_transform_is_applied_before_interpolation() -> None:
+    stored = torch.tensor([[[0, 100]]], dtype=torch.int16)  # 1x1x2, upsampled to 1x1x4
+    maps = full_maps((1, 1, 2), (1, 1, 4))
+    clipped = grid.resample(stored, maps, lambda t: t.float().clamp(max=50))
+    assert clipped.dtype == torch.float32
+    assert clipped.flatten().tolist() == [0.0, 12.5, 37.5, 50.0]
+
+
+def test_a_window_is_a_block_of_the_whole_result() -> None:
+    """Up to float rounding (the filters run as matrix products of other sizes)."""
+    rng = np.random.default_rng(0)
+    volume = torch.from_numpy(rng.integers(-1000, 1000, size=(20, 17, 9)).astype(np.int16))
+    dst = (8, 7, 4)
+    whole = grid.resample(volume, full_maps(volume.shape, dst), lambda t: t.float())
+    windows = [(2, 6), (0, 7), (1, 3)]
+    maps = [grid.axis_map(n, m, w) for n, m, w in zip(volume.shape, dst, windows, strict=True)]
+    part = grid.resample(volume, maps, lambda t: t.float())
+    torch.testing.assert_close(part, whole[2:6, 0:7, 1:3], rtol=1e-6, atol=1e-4)
+
+
+def test_resample_decide_blocks_match_one_pass_and_source_window_is_enough() -> None:
+    rng = np.random.default_rng(1)
+    low = torch.from_numpy(rng.normal(size=(2, 6, 5, 4)).astype(np.float32))
+    shape = (31, 23, 17)
+    expected = torch.nn.functional.interpolate(
+        low[None], size=shape, mode="trilinear", align_corners=False
+    )[0]
+    expected = (expected[1] > expected[0]).numpy()
+    box = [(3, 29), (0, 23), (5, 11)]
+    needed = [
+        grid.source_window(n, m, b) for n, m, b in zip(low.shape[1:], shape, box, strict=True)
+    ]
+    cut = low[
+        :, needed[0][0] : needed[0][1], needed[1][0] : needed[1][1], needed[2][0] : needed[2][1]
+    ]
+    maps = [
+        grid.axis_map(n, m, b, offset=w[0])
+        for n, m, b, w in zip(low.shape[1:], shape, box, needed, strict=True)
+    ]
+    got = grid.resample_decide(cut, maps, lambda b: b[1] > b[0], chunk_voxels=100)
+    assert np.array_equal(got, expected[3:29, 0:23, 5:11])
+
+
+def test_target_shape_rounds_like_nnunet() -> None:
+    assert grid.target_shape((512, 512, 300), (0.45, 0.45, 0.6), (2.5, 2.5, 2.5)) == (92, 92, 72)
+    assert grid.target_shape((3, 3, 3), (0.1, 0.1, 0.1), (5.0, 5.0, 5.0)) == (1, 1, 1)
+
+
+def test_body_box_finds_the_largest_body_part_with_margin() -> None:
+    volume = np.full((100, 80, 60), -1000, np.int16)
+    volume[30:60, 20:50, 10:40] = 40  # the head
+    volume[90:95, 0:80, 0:60] = 300  # a small table, apart from the head
+    box = grid.body_box(volume, (1.0, 1.0, 1.0), -500, margin_mm=5.0)
+    assert box is not None
+    for s, (lo, hi) in zip(box, [(30, 60), (20, 50), (10, 40)], strict=True):
+        assert s.start <= lo - 5 and s.stop >= hi + 5  # margin (and a coarse-grid step) kept
+        assert s.start >= lo - 5 - 8 and s.stop <= hi + 5 + 8
+    assert box[0].stop < 90  # the table is not the largest part
+
+
+def test_body_box_of_air_or_padding_is_none() -> None:
+    volume = np.full((20, 20, 20), -1024, np.int16)
+    volume[:5] = -3024
+    assert grid.body_box(volume, (1.0, 1.0, 1.0), -500, margin_mm=10.0) is None
+
+
+@pytest.mark.parametrize("spacing", [(0.4, 0.4, 0.6), (5.0, 5.0, 5.0)])
+def test_body_box_stays_inside_the_grid(spacing) -> None:
+    volume = np.full((40, 40, 40), 40, np.int16)
+    box = grid.body_box(volume, spacing, -500, margin_mm=30.0)
+    assert box == (slice(0, 40), slice(0, 40), slice(0, 40))

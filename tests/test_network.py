@@ -1,0 +1,124 @@
+"""Tests of ctadeface.network: the same network, tiles and weights as nnU-Net's, without it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctadeface.network import (
+    UnsupportedModel,
+    gaussian,
+    load_checkpoint,
+    load_network,
+    tile_starts,
+)
+from ctadeface.segment import separate_axis
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny_model"
+OPEN = ROOT / "ctadeface" / "data" / "models" / "open"
+
+
+def _folder(root: Path) -> Path:
+    return next(root.rglob("plans.json")).parent
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.tuples(*[st.integers(16, 200)] * 3),
+    patch=st.tuples(*[st.integers(8, 16)] * 3),
+    step=st.sampled_from([0.5, 0.75, 1.0]),
+)
+def test_tile_starts_are_nnunets(size, patch, step) -> None:
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    assert tile_starts(size, patch, step) == compute_steps_for_sliding_window(size, patch, step)
+
+
+@pytest.mark.parametrize("patch", [(64, 64, 64), (32, 48, 40), (1, 8, 9)])
+def test_gaussian_is_nnunets(patch) -> None:
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    ours = gaussian(patch, torch.device("cpu"))
+    theirs = compute_gaussian(patch, 1.0 / 8, 10, device=torch.device("cpu"))
+    assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    current=st.tuples(*[st.sampled_from([0.4, 0.5, 1.0, 1.5, 2.5, 3.0, 5.0])] * 3),
+    new=st.tuples(*[st.sampled_from([0.4, 1.0, 2.5, 3.0, 6.0])] * 3),
+    force=st.sampled_from([None, True, False]),
+)
+def test_separate_axis_is_nnunets(current, new, force) -> None:
+    from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
+
+    separate, axis = determine_do_sep_z_and_axis(force, np.array(current), np.array(new))
+    assert separate_axis(force, current, new) == (int(axis) if separate else None)
+
+
+@pytest.mark.parametrize("root", [TINY, OPEN], ids=["tiny", "open"])
+def test_network_and_weights_are_nnunets(root: Path) -> None:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    folder = _folder(root)
+    trainer = folder.name.split("__")[0]
+    config, module, weights = load_network(
+        folder, "3d_fullres", ["all"], "checkpoint_final.pth", trainer
+    )
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(folder), ("all",), "checkpoint_final.pth")
+    assert list(config.patch_size) == list(predictor.configuration_manager.patch_size)
+    assert list(config.spacing) == list(predictor.configuration_manager.spacing)
+    assert config.heads == predictor.label_manager.num_segmentation_heads
+    assert config.has_regions == predictor.label_manager.has_regions
+    x = torch.randn(1, 1, *config.patch_size, generator=torch.Generator().manual_seed(0))
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    with torch.inference_mode():
+        assert torch.equal(module(x), predictor.network.eval()(x))
+    assert weights[0].keys() == predictor.list_of_parameters[0].keys()
+
+
+def test_checkpoints_load_without_running_pickled_code(tmp_path: Path) -> None:
+    folder = _folder(TINY)
+    content = load_checkpoint(folder / "fold_all" / "checkpoint_final.pth")
+    assert "network_weights" in content
+    bad = tmp_path / "bad.pth"
+    torch.save({"network_weights": {}, "payload": Path("/etc/passwd")}, bad)
+    with pytest.raises(Exception, match=r"weights_only|Unsupported global|WeightsUnpickler"):
+        load_checkpoint(bad)
+
+
+def test_custom_trainers_are_left_to_nnunet(tmp_path: Path) -> None:
+    folder = _folder(TINY)
+    with pytest.raises(UnsupportedModel, match="nnUNetTrainerDA5"):
+        load_network(folder, "3d_fullres", ["all"], "checkpoint_final.pth", "nnUNetTrainerDA5")
+
+
+def test_the_fast_path_does_not_import_nnunet(tmp_path: Path) -> None:
+    """nnU-Net's import alone costs ~0.3 GiB of memory (torch._dynamo, SimpleITK, sklearn...)."""
+    code = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from ctadeface.models import resolve_model\n"
+        "from ctadeface.segment import FaceSegmenter\n"
+        "seg = FaceSegmenter(resolve_model('open', Path(sys.argv[1])), device='cpu', nprocs=1)\n"
+        "seg.predict(np.full((40, 40, 30), -1000, np.int16), (5.0, 5.0, 5.0))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('nnunetv2')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    ).stdout
+    assert out.strip() == "[]"
