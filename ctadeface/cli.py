@@ -84,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", action=argparse.BooleanOptionalAction, default=False,
         help="nnU-Net test-time augmentation (mirroring); slower (default: off)",
     )  # fmt: skip
+    m.add_argument(
+        "--exact", action="store_true",
+        help="segment exactly as nnUNetv2_predict does (nnU-Net's own preprocessing, whole "
+        "field of view, float32 on CPU); several times slower. Default: the same resampling, "
+        "network and tiles, computed only where they reach the body (see --precision)",
+    )  # fmt: skip
+    m.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        help="network arithmetic of the default (fast) path: auto = fp16 on CUDA, bf16 on CPUs "
+        "with native bfloat16 (AVX512-BF16/AMX), else fp32 (default: auto)",
+    )  # fmt: skip
     v = p.add_argument_group("verification")
     v.add_argument(
         "--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -157,6 +168,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
         device=args.device,
         fill=args.fill,
         tta=args.tta,
+        exact=args.exact,
+        precision=args.precision,
         postprocess=args.postprocess,
         nprocs=args.nprocs,
         work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
@@ -257,7 +270,12 @@ def _participant(settings: Settings) -> int:
         from .segment import FaceSegmenter
 
         return FaceSegmenter(
-            model, device=settings.device, tta=settings.tta, nprocs=settings.nprocs
+            model,
+            device=settings.device,
+            tta=settings.tta,
+            nprocs=settings.nprocs,
+            exact=settings.exact,
+            precision=settings.precision,
         )
 
     def make_verifier() -> participant.Verifier:

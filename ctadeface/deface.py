@@ -12,12 +12,13 @@ integer dtypes), so the output keeps the source dtype and scaling.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from .io import CTImage
+from .io import CTImage, HUView
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def choose_fill(image: CTImage, policy: str) -> Fill:
     """Compute the fill for ``image`` under ``policy`` (statistics over the whole image)."""
     if policy == "p10":
         # The percentile of the stored values maps to HU exactly (scaling is monotonic).
-        p10_stored = float(np.percentile(image.data, 10))
+        p10_stored = percentile(image.data, 10.0)
         value = p10_stored * image.slope + image.inter
         if value < AIR_RANGE_HU[0]:
             log.warning(
@@ -79,6 +80,30 @@ def choose_fill(image: CTImage, policy: str) -> Fill:
     return Fill(policy=policy, value_hu=float(value), std_hu=float(std), stored_value=stored)
 
 
+def percentile(data: np.ndarray, q: float) -> float:
+    """``np.percentile(data, q)`` (linear method), from a histogram for 8/16-bit integers: no
+    sorted or widened copy of the volume, memory bounded by a slab at a time."""
+    if data.dtype.itemsize > 2 or data.dtype.kind not in "iu":
+        return float(np.percentile(data, q))
+    unsigned = np.dtype(f"u{data.dtype.itemsize}").newbyteorder(data.dtype.byteorder)
+    offset = 0 if data.dtype.kind == "u" else 1 << (8 * data.dtype.itemsize - 1)
+    counts = np.zeros(1 << (8 * data.dtype.itemsize), dtype=np.int64)
+    flat = data.reshape(-1, order="A")  # no copy for C- or Fortran-contiguous arrays
+    for start in range(0, flat.size, 1 << 22):
+        block = flat[start : start + (1 << 22)].view(unsigned)
+        counts += np.bincount(block.astype(np.uint16, copy=False), minlength=counts.size)
+    if offset:  # two's complement: the negative half of the histogram comes first
+        counts = np.roll(counts, offset)
+    position = (flat.size - 1) * q / 100.0
+    below = int(np.floor(position))
+    cumulative = np.cumsum(counts)
+    lo = int(np.searchsorted(cumulative, below, side="right")) - offset
+    hi = int(np.searchsorted(cumulative, below + 1, side="right")) - offset
+    if below + 1 >= flat.size:
+        hi = lo
+    return float(lo + (hi - lo) * (position - below))
+
+
 def background_air(image: CTImage) -> tuple[float, float]:
     """Mean and standard deviation (HU) of the image's air voxels; (-1000, 0) if it has none."""
     lo = image.to_stored(AIR_RANGE_HU[0])
@@ -91,18 +116,22 @@ def background_air(image: CTImage) -> tuple[float, float]:
     return float(hu.mean()), float(hu.std())
 
 
-def apply_fill(image: CTImage, mask: np.ndarray, fill: Fill, *, seed: int = 0) -> np.ndarray:
-    """A copy of ``image.data`` with the voxels of ``mask`` replaced by ``fill``.
+def apply_fill(
+    image: CTImage, mask: np.ndarray, fill: Fill, *, seed: int = 0, in_place: bool = False
+) -> np.ndarray:
+    """``image.data`` with the voxels of ``mask`` replaced by ``fill``.
 
     Args:
-        image: the source; its ``data`` is not modified.
+        image: the source; its ``data`` is not modified unless ``in_place``.
         mask: bool array of the same shape (True = face, replaced).
         fill: from :func:`choose_fill`.
         seed: seeds the ``noise`` policy, so the same input gives the same output.
+        in_place: fill ``image.data`` itself and return it (saves a copy of the volume when
+            the source values are not needed afterwards).
     """
     if mask.shape != image.data.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {image.data.shape}")
-    out = image.data.copy()
+    out = image.data if in_place else image.data.copy()
     if fill.std_hu > 0:
         rng = np.random.default_rng(seed)
         n = int(np.count_nonzero(mask))
@@ -120,50 +149,88 @@ class PostProcess:
         bone_hu: voxels above this are bone or teeth and are never masked (enhanced facial
             vessels, 200-500 HU, stay in the mask).
         air_hu: voxels below this count as air, into which the margin may grow.
-        margin_mm: thickness of the air margin added around the mask ("bulky masks are good
-            masks": the filled region must not trace the face).
+        margin_mm: the least thickness of the air margin added around the mask ("bulky masks
+            are good masks": the filled region must not trace the face).
+        cell_mm: distances are measured on a grid of cells of about this size (whole voxels
+            per cell; one voxel per cell where voxels are larger, which is exact). On coarser
+            cells the margin is widened by the cells' size so that it is never thinner than
+            ``margin_mm``; it may reach about ``margin_mm`` + 2 cell diagonals.
     """
 
     bone_hu: float = 600.0
     air_hu: float = -500.0
     margin_mm: float = 6.0
+    cell_mm: float = 1.5
 
 
 def postprocess(
     mask: np.ndarray,
-    hu: np.ndarray,
+    hu: np.ndarray | HUView,
     spacing: tuple[float, float, float],
     params: PostProcess = PostProcess(),
 ) -> np.ndarray:
-    """Grow ``mask`` by ``margin_mm`` into air and drop bone; a new bool array.
+    """Grow ``mask`` by at least ``margin_mm`` into air and drop bone; a new bool array.
 
     ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
-    bounding box of the mask (plus the margin) is processed, so large scans stay cheap.
+    bounding box of the mask (plus the margin) is processed, in slabs, so large scans stay
+    cheap; ``hu`` may be a :class:`~ctadeface.io.HUView`, converted one slab at a time.
     """
-    from scipy import ndimage
-
     if mask.shape != hu.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
     if not mask.any():
         return mask.copy()
-    pad = [int(np.ceil(params.margin_mm / s)) + 1 for s in spacing]
+    strides = [max(1, int(params.cell_mm / s + 1e-9)) for s in spacing]
+    half_cell = 0.5 * float(
+        np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(strides, spacing, strict=True)))
+    )
+    reach = params.margin_mm + 2.0 * half_cell if params.margin_mm > 0 else 0.0
+    pad = [int(np.ceil(reach / s)) + n for s, n in zip(spacing, strides, strict=True)]
     box = tuple(
         slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
         for idx, p, n in zip(_occupied(mask), pad, mask.shape, strict=True)
     )
-    sub_mask, sub_hu = mask[box], hu[box]
-    if params.margin_mm > 0:
-        distance = ndimage.distance_transform_edt(~sub_mask, sampling=spacing)
-        grown = sub_mask | ((distance <= params.margin_mm) & (sub_hu < params.air_hu))
-    else:
-        grown = sub_mask.copy()
-    grown &= sub_hu <= params.bone_hu
+    sub_mask = mask[box]
+    near = _near(sub_mask, spacing, strides, reach) if reach > 0 else sub_mask
     out = np.zeros_like(mask, dtype=bool)
-    out[box] = grown
+    last = box[2]
+    for start in range(last.start, last.stop, 16):
+        stop = min(last.stop, start + 16)
+        slab = (box[0], box[1], slice(start, stop))
+        local = slice(start - last.start, stop - last.start)
+        values = np.asarray(hu[slab])
+        grown = sub_mask[..., local] | (near[..., local] & (values < params.air_hu))
+        grown &= values <= params.bone_hu
+        out[slab] = grown
     return out
 
 
+def _near(
+    mask: np.ndarray, spacing: tuple[float, float, float], strides: list[int], reach: float
+) -> np.ndarray:
+    """Voxels whose cell lies within ``reach`` mm of a cell holding any ``mask`` voxel."""
+    from scipy import ndimage
+
+    cells = tuple(-(-n // st) for n, st in zip(mask.shape, strides, strict=True))
+    if strides == [1, 1, 1]:
+        coarse = mask
+    else:  # a cell holds mask if any of its voxels does: OR over the strided views
+        coarse = np.zeros(cells, dtype=bool, order="F")
+        for offset in itertools.product(*(range(st) for st in strides)):
+            view = mask[tuple(slice(o, None, st) for o, st in zip(offset, strides, strict=True))]
+            coarse[tuple(slice(0, n) for n in view.shape)] |= view
+    sampling = [st * s for st, s in zip(strides, spacing, strict=True)]
+    near = ndimage.distance_transform_edt(~coarse, sampling=sampling) <= reach
+    for axis, st in enumerate(strides):
+        if st > 1:
+            near = np.repeat(near, st, axis=axis)
+    return near[tuple(slice(0, n) for n in mask.shape)]
+
+
 def _occupied(mask: np.ndarray) -> list[np.ndarray]:
-    """For each axis, the indices of the slices that hold any True voxel."""
-    axes = range(mask.ndim)
-    return [np.flatnonzero(mask.any(axis=tuple(a for a in axes if a != ax))) for ax in axes]
+    """For each axis, the indices of the slices that hold any True voxel (two passes)."""
+    plane = mask.any(axis=2)
+    return [
+        np.flatnonzero(plane.any(axis=1)),
+        np.flatnonzero(plane.any(axis=0)),
+        np.flatnonzero(mask.any(axis=(0, 1))),
+    ]

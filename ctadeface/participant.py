@@ -10,6 +10,7 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from .deface import PostProcess, apply_fill, choose_fill, postprocess
 from .discover import Scan
 from .errors import CTADefaceError, InputError, ModelError, OutputError
 from .io import (
+    CTImage,
     load_ct,
     remove_stale_temps,
     sha256_file,
@@ -50,7 +52,14 @@ FACE_DETECTED, MASK_EMPTY = "face-detected", "mask-empty"
 class Segmenter(Protocol):
     """What the participant loop needs of ``segment.FaceSegmenter``."""
 
-    def predict(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray: ...
+    def predict(
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float],
+        *,
+        slope: float = 1.0,
+        inter: float = 0.0,
+    ) -> np.ndarray: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -94,10 +103,47 @@ class _Lazy:
         self._factory = factory
         self._made: Any = None
 
+    @property
+    def wanted(self) -> bool:
+        """Whether there is anything to make (a verifier is None with --no-verify)."""
+        return self._factory is not None
+
     def get(self) -> Any:
         if self._made is None and self._factory is not None:
             self._made = self._factory()
         return self._made
+
+
+class ReadAhead:
+    """Reads the next scan while the current one is segmented: one background thread, at most
+    one image ahead, so memory holds two images at most."""
+
+    def __init__(self, load: Callable[[Path], CTImage] = load_ct) -> None:
+        self._load = load
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctadeface-read")
+        self._next: tuple[Path, Future[CTImage]] | None = None
+
+    def load(self, path: Path, then: Path | None = None) -> CTImage:
+        """``path``'s image (read ahead if it was asked for); then start reading ``then``."""
+        if self._next is not None and self._next[0] == path:
+            future = self._next[1]
+            self._next = None
+            image = future.result()
+        else:
+            self._drop()
+            image = self._load(path)
+        if then is not None:
+            self._next = (then, self._pool.submit(self._load, then))
+        return image
+
+    def _drop(self) -> None:
+        if self._next is not None:
+            self._next[1].cancel()
+            self._next = None
+
+    def close(self) -> None:
+        self._drop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_request(
@@ -109,6 +155,7 @@ def run_request(
         "ModelCheckpointSHA256": sorted(model_key.values()),
         "Fill": settings.fill,
         "TTA": settings.tta,
+        "Inference": "exact" if settings.exact else f"fast, precision {settings.precision}",
         "PostProcess": bool(settings.postprocess),
         "Verified": verified,
     }
@@ -121,6 +168,7 @@ def deface_scan(
     get_segmenter: Callable[[], Segmenter],
     get_verifier: Callable[[], Verifier | None],
     settings: Settings,
+    load: Callable[[Path], CTImage] = load_ct,
 ) -> tuple[str, str]:
     """Load, segment, fill, verify and write one scan; return (status, one-line summary).
 
@@ -129,15 +177,17 @@ def deface_scan(
     """
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
-    image = load_ct(scan.path)
+    image = load(scan.path)
     segmenter = get_segmenter()
     verifier = get_verifier()
-    hu = image.hu()
-    mask = np.asarray(segmenter.predict(hu, image.spacing), dtype=bool)
+    mask = segmenter.predict(image.data, image.spacing, slope=image.slope, inter=image.inter)
+    mask = np.asarray(mask, dtype=bool)
     if settings.postprocess:
-        mask = postprocess(mask, hu, image.spacing, POSTPROCESS)
+        mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
     fill = choose_fill(image, settings.fill)
-    defaced = apply_fill(image, mask, fill, seed=int(request["InputSHA256"][:8], 16))
+    hu = image.hu() if verifier is not None else None  # the source, for the before renders
+    seed = int(request["InputSHA256"][:8], 16)
+    defaced = apply_fill(image, mask, fill, seed=seed, in_place=hu is None)
     n_voxels = int(np.count_nonzero(mask))
     volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
     status = DEFACED
@@ -146,7 +196,7 @@ def deface_scan(
         log.warning("%s: the face mask is empty (no face in the field of view?)", scan.path)
     verification: dict[str, Any] | None = None
     figure: bytes | None = None
-    if verifier is not None:
+    if verifier is not None and hu is not None:
         defaced_hu = replace(image, data=defaced).hu()
         verification, figure = verifier(hu, defaced_hu, mask, image.affine)
         del defaced_hu
@@ -158,7 +208,7 @@ def deface_scan(
                 verification.get("face_p_after", float("nan")),
             )
 
-    write_image_atomic(paths.mask, mask.astype(np.uint8), image)
+    write_image_atomic(paths.mask, mask.view(np.uint8), image)
     write_text_atomic(paths.mask_json, to_json(mask_sidecar(scan)))
     write_image_atomic(paths.defaced, defaced, image)
     if figure is not None:
@@ -229,16 +279,29 @@ def run(
         prepare_output(settings)
     segmenter = _Lazy(make_segmenter)
     verifier = _Lazy(make_verifier)
+    reader = ReadAhead()
+    try:
+        return _run_scans(settings, scans, segmenter, verifier, reader, model_key or {})
+    finally:
+        reader.close()
+
+
+def _run_scans(
+    settings: Settings,
+    scans: Sequence[Scan],
+    segmenter: _Lazy,
+    verifier: _Lazy,
+    reader: ReadAhead,
+    model_key: Mapping[str, str],
+) -> list[ScanResult]:
     results: list[ScanResult] = []
-    for scan in scans:
+    for index, scan in enumerate(scans):
         t0 = time.perf_counter()
         paths = output_paths(settings.output_dir, scan)
         try:
             if scan.problem:
                 raise InputError(scan.problem)
-            request = run_request(
-                settings, sha256_file(scan.path), model_key or {}, make_verifier is not None
-            )
+            request = run_request(settings, sha256_file(scan.path), model_key, verifier.wanted)
             if not settings.overwrite and is_up_to_date(paths, request):
                 results.append(ScanResult(scan, SKIPPED, "outputs up to date"))
                 log.info("%s: skipped, outputs up to date", scan.relpath)
@@ -246,8 +309,13 @@ def run(
             if settings.dry_run:
                 results.append(ScanResult(scan, PLANNED, f"would write {paths.defaced}"))
                 continue
+            following = next((s.path for s in scans[index + 1 :] if not s.problem), None)
+
+            def load(path: Path, then: Path | None = following) -> CTImage:
+                return reader.load(path, then)
+
             status, summary = deface_scan(
-                scan, paths, request, segmenter.get, verifier.get, settings
+                scan, paths, request, segmenter.get, verifier.get, settings, load
             )
             seconds = time.perf_counter() - t0
             results.append(ScanResult(scan, status, summary, seconds))

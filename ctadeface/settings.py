@@ -28,6 +28,10 @@ class Settings:
         device: "auto", "cuda" or "cpu".
         fill: fill policy of ``ctadeface.deface``.
         tta: nnU-Net test-time augmentation (mirroring).
+        exact: segment with nnU-Net's own pipeline over the whole field of view (as
+            ``nnUNetv2_predict`` does) instead of the fast path of ``segment.FaceSegmenter``.
+        precision: the fast path's network arithmetic: "auto" (fp16 on CUDA, bf16 on CPUs
+            with native bfloat16, else fp32), "fp32", "bf16" or "fp16" (CUDA).
         postprocess: apply ``deface.postprocess`` (air margin, no bone) to the mask; None =
             the model's own default (on for ``open``, off for other models).
         nprocs: CPU threads for torch (None = torch's default).
@@ -52,6 +56,8 @@ class Settings:
     device: str = "auto"
     fill: str = "p10"
     tta: bool = False
+    exact: bool = False
+    precision: str = "auto"
     postprocess: bool | None = None
     nprocs: int | None = None
     work_dir: Path | None = None

@@ -7,8 +7,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ctadeface.deface import AIR_HU, apply_fill, background_air, choose_fill
+from ctadeface.deface import AIR_HU, apply_fill, background_air, choose_fill, percentile
 from ctadeface.io import CTImage
 
 
@@ -112,3 +114,59 @@ def test_postprocess_adds_an_air_margin_and_drops_bone():
     assert out[20, 20, 5] and not out[20, 20, 3]  # 5.4 mm and 7.3 mm from the mask
     assert not out[5, 10, 20]
     assert not postprocess(np.zeros_like(mask), hu, (1.0, 1.0, 1.0)).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(["int16", "uint8", ">i2", "int8", "uint16"]),
+    values=st.lists(st.integers(-40000, 70000), min_size=1, max_size=300),
+    q=st.floats(0, 100),
+    fortran=st.booleans(),
+)
+def test_percentile_from_histogram_equals_numpy(dtype, values, q, fortran) -> None:
+    info = np.iinfo(np.dtype(dtype))
+    data = np.clip(np.array(values), info.min, info.max).astype(dtype)
+    cube = np.resize(data, (len(values), 1, 2))
+    cube = np.asfortranarray(cube) if fortran else cube
+    # numpy's own percentile of small integers overflows between far-apart values; compare
+    # with the percentile of the same values as float64
+    expected = float(np.percentile(cube.astype(np.float64), q))
+    assert percentile(cube, q) == pytest.approx(expected, abs=1e-6)
+
+
+def test_percentile_of_floats_is_numpy() -> None:
+    data = np.random.default_rng(0).normal(size=(5, 6, 7)).astype(np.float32)
+    assert percentile(data, 10) == float(np.percentile(data, 10))
+
+
+def test_apply_fill_in_place_fills_the_source_array() -> None:
+    image = _image(np.arange(24, dtype=np.int16).reshape(2, 3, 4))
+    mask = np.zeros((2, 3, 4), bool)
+    mask[0, 0, :2] = True
+    fill = choose_fill(image, "air")
+    copy = apply_fill(image, mask, fill)
+    assert image.data[0, 0, 0] == 0 and copy[0, 0, 0] == -1000
+    same = apply_fill(image, mask, fill, in_place=True)
+    assert same is image.data and np.array_equal(same, copy)
+
+
+def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
+    """At 0.45 x 0.45 x 0.6 mm the distance is measured on ~1.35 mm cells: the margin never gets
+    thinner than margin_mm and stays within margin_mm + 2 cell diagonals."""
+    from scipy import ndimage
+
+    from ctadeface.deface import PostProcess, postprocess
+
+    spacing = (0.45, 0.45, 0.6)
+    shape = (90, 100, 70)
+    idx = np.indices(shape).astype(np.float32) * np.array(spacing).reshape(3, 1, 1, 1)
+    radius = np.sqrt(((idx - np.array([20.0, 22.0, 21.0]).reshape(3, 1, 1, 1)) ** 2).sum(0))
+    hu = np.where(radius < 12.0, 40.0, -1000.0).astype(np.float32)  # a ball of tissue in air
+    mask = radius < 12.0
+    params = PostProcess(margin_mm=6.0)
+    out = postprocess(mask, hu, spacing, params)
+    exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    assert out[exact <= 6.0].all()  # at least the margin
+    cell = np.sqrt(sum((2 * s) ** 2 for s in spacing))  # strides (3, 3, 2): 2 spacings off centre
+    assert not out[exact > 6.0 + 2 * cell].any()
+    assert out.sum() < (exact <= 6.0 + 2 * cell).sum()

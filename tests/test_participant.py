@@ -25,11 +25,13 @@ class ThresholdSegmenter:
         self.calls = 0
         self.fail_on = fail_on
 
-    def predict(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    def predict(
+        self, volume: np.ndarray, spacing: tuple[float, float, float], *, slope=1.0, inter=0.0
+    ) -> np.ndarray:
         self.calls += 1
         if self.fail_on is not None and self.calls == 2:
             raise RuntimeError("library blew up")
-        return hu > 0
+        return volume * slope + inter > 0
 
     def describe(self) -> dict:
         return {"model": "threshold", "device": "cpu", "versions": {"torch": "x", "nnunetv2": "y"}}
@@ -198,9 +200,37 @@ def test_errors_raised_without_a_path_are_named_after_the_scan(dataset):
     from ctadeface.errors import InputError
 
     class Refuses(ThresholdSegmenter):
-        def predict(self, hu, spacing):
+        def predict(self, volume, spacing, **scaling):
             raise InputError("the image covers 1e9 mm")
 
     settings, scans = dataset
     results = run(settings, scans[:1], Refuses)
     assert results[0].message == f"{scans[0].path}: the image covers 1e9 mm"
+
+
+def test_read_ahead_loads_the_next_image_in_the_background(tmp_path):
+    import threading
+
+    from ctadeface.participant import ReadAhead
+
+    seen: list[tuple[str, str]] = []
+
+    def load(path: Path):
+        seen.append((path.name, threading.current_thread().name))
+        if path.name == "bad":
+            raise ValueError("broken file")
+        return path.name
+
+    reader = ReadAhead(load)  # type: ignore[arg-type]
+    try:
+        assert reader.load(Path("a"), then=Path("b")) == "a"
+        assert reader.load(Path("b"), then=Path("bad")) == "b"
+        with pytest.raises(ValueError, match="broken file"):  # raised where it is asked for
+            reader.load(Path("bad"), then=None)
+        assert reader.load(Path("c")) == "c"  # not read ahead: read now
+    finally:
+        reader.close()
+    assert [name for name, _ in seen] == ["a", "b", "bad", "c"]
+    threads = dict(seen)
+    assert threads["a"] == threads["c"] == threading.current_thread().name
+    assert threads["b"].startswith("ctadeface-read") and threads["bad"].startswith("ctadeface-read")
