@@ -15,7 +15,9 @@ open model and is an independent check of any model. Steps (all lengths in mm, H
    rims (top of the orbit holes in the bone front), menton (lowest anterior mandible).
 5. Region: in front of the bone front, from ``forehead_mm`` above the rims down to
    ``hyoid_below_menton_mm`` below the menton, and anterior to a coronal limit in front of the
-   ears (``tragus_behind_tip_mm`` behind the nose tip, plus ``tragus_margin_mm``). The mask is
+   ears (``tragus_behind_tip_mm`` behind the nose tip, plus ``tragus_margin_mm``), at most
+   ``max_depth_mm`` behind the skin front, down to at most ``hyoid_max_below_tip_mm`` below the
+   nose tip; under the chin within ``submental_half_width_mm`` of the midline. The mask is
    the region within ``air_margin_mm`` of the body (soft tissue, devices on the skin and the air
    in front), brought back to the stored grid, minus voxels above ``bone_hu``.
 
@@ -56,11 +58,15 @@ class AnnotateParams:
     nose_depth_mm: tuple[float, float] = (8.0, 55.0)  # nose tip to the (closed) bone front
     midline_band_mm: float = 12.0  # the nose tip lies within this of the mid-sagittal plane
     max_tilt_deg: float = 30.0  # yaw/roll search range
+    max_pitch_deg: float = 25.0  # a facial line tilted more than this is not trusted
     forehead_mm: float = 40.0  # mask top above the supraorbital rims
     rim_above_tip_mm: float = 47.0  # rims above the nose tip when the orbits are not seen
     orbit_depth_mm: float = 12.0  # bone-front hole deeper than this is an orbit/aperture
     hyoid_below_menton_mm: float = 12.0  # mask bottom below the menton
     hyoid_below_tip_mm: float = 90.0  # mask bottom below the nose tip when no menton is seen
+    hyoid_max_below_tip_mm: float = 110.0  # the mask bottom never lies lower than this
+    submental_half_width_mm: float = 55.0  # below the menton: lateral limit (mandible width)
+    max_depth_mm: float = 35.0  # soft tissue deeper than this behind the skin front: not face
     mandible_behind_tip_mm: float = 55.0  # anterior mandible lies in front of tip - this
     submental_depth_mm: float = 38.0  # below the chin: depth behind the menton's bone front
     tragus_behind_tip_mm: float = 104.0  # tragus behind the nose tip (y) if the back is unseen
@@ -463,7 +469,7 @@ def _find_head(w: _Grid, p: AnnotateParams) -> tuple[Arr | None, FaceLandmarks, 
         nasion, pog = line
         theta = math.degrees(math.atan2(nasion[0] - pog[0], nasion[1] - pog[1]))
         dp = -(theta - p.facial_line_deg)
-        if abs(dp) < 1.5 or abs(pitch + dp) > p.max_tilt_deg + 10.0:
+        if abs(dp) < 1.5 or abs(pitch + dp) > p.max_pitch_deg:
             break
         pitch += dp
     return _face_mask(h, m, (bo, bf), tip, (nasion, pog), (yaw, roll, pitch), p)
@@ -509,14 +515,19 @@ def _face_mask(
     else:
         y_men = y_tip - p.mandible_behind_tip_mm
         z_bot = z_tip - p.hyoid_below_tip_mm
+    z_bot = max(z_bot, z_tip - p.hyoid_max_below_tip_mm)
     y_post = y_tip - _tragus_depth(h, xs, zs, x_tip, y_tip, z_tip, p) + p.tragus_margin_mm
     # region, per (x, z): y above a limit
     ramp = np.clip((zz - z_rim) / 20.0, 0.0, 1.0)
     ylim = np.maximum(bf - p.front_allowance_mm, y_post + ramp * p.forehead_post_extra_mm)
     if math.isfinite(z_men):
         ylim = np.where(zz < z_men, np.maximum(ylim, y_men - p.submental_depth_mm), ylim)
+    # never deeper than max_depth_mm behind the skin front of the column (tongue, pharynx)
+    ylim = np.maximum(ylim, _fill(m.skin, -np.inf) - p.max_depth_mm)
     outz = (zz < z_bot) | (zz > z_top)
     wide = np.abs(xs - x_tip)[:, None] > p.forehead_half_width_mm + (1.0 - ramp) * 40.0
+    if math.isfinite(z_men):  # under the chin: between the halves of the mandible only
+        wide |= (np.abs(xs - x_tip)[:, None] > p.submental_half_width_mm) & (zz < z_men)
     ylim = np.where(outz | wide, np.inf, ylim)
     region = ys[None, :, None] > ylim[:, None, :]
     body = h.data > p.body_hu

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -419,13 +420,52 @@ def label_cache_path(path: Path, cache_dir: Path) -> Path:
     return cache_dir / f"{_file_sha256(path)}-{hashlib.sha256(params).hexdigest()[:16]}.npz"
 
 
-def real_cases(paths: Sequence[Path], cache_dir: Path) -> list[Case]:
+@dataclass(frozen=True)
+class LabelGate:
+    """Plausibility limits of an annotator label (a face mask is about 0.4-1.3 L and spans the
+    forehead to the hyoid, about 200 mm at most): labels beyond them are annotator failures
+    (neck, shoulders, tongue or a tube labelled as face) and are not trained on. A mask taller
+    than ``bottom_tall_mm`` that runs out of the bottom of the scan (within ``bottom_gap_mm``
+    of its lowest voxel centre) follows the neck down. Volumes in mL, lengths in mm."""
+
+    max_ml: float = 1500.0
+    max_height_mm: float = 230.0
+    bottom_gap_mm: float = 5.0
+    bottom_tall_mm: float = 180.0
+
+
+def label_problem(face: np.ndarray, affine: np.ndarray, gate: LabelGate) -> str | None:
+    """Why the annotator's label ``face`` (stored order; ``affine`` voxel -> RAS+ mm) fails
+    ``gate``, or None when it is plausible. Height: extent of the voxel centres along world S."""
+    affine = np.asarray(affine, float)
+    ml = float(face.sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    if ml > gate.max_ml:
+        return f"{ml:.0f} mL > {gate.max_ml:.0f} mL"
+    idx = np.argwhere(face)
+    if not len(idx):
+        return None
+    z = idx @ affine[2, :3] + affine[2, 3]
+    height = float(z.max() - z.min())
+    if height > gate.max_height_mm:
+        return f"{height:.0f} mm tall > {gate.max_height_mm:.0f} mm"
+    n = np.array(face.shape) - 1
+    corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])])
+    gap = float(z.min() - (corners @ affine[2, :3] + affine[2, 3]).min())
+    if gap <= gate.bottom_gap_mm and height > gate.bottom_tall_mm:
+        return f"{height:.0f} mm tall and runs out of the bottom of the scan"
+    return None
+
+
+def real_cases(
+    paths: Sequence[Path], cache_dir: Path, gate: LabelGate | None = LabelGate()
+) -> list[Case]:
     """Training cases from real CT files labelled by ``ctadeface.annotate.annotate_face``.
 
     Each label is cached (compressed ``.npz`` of the bool mask, stored array order) under
     ``cache_dir``, keyed by the file's sha256 and the annotator's parameters, so a rerun only
-    reads. Files whose annotation is empty (no face found) are skipped with a warning: they would
-    teach the network that a face is background.
+    reads. Files whose annotation is empty (no face found) or fails ``gate`` (see
+    :func:`label_problem`; None: no check) are skipped with a warning: they would teach the
+    network that a face is background, or that the neck is face.
     """
     from ctadeface.annotate import annotate_face
     from ctadeface.io import load_ct
@@ -449,9 +489,119 @@ def real_cases(paths: Sequence[Path], cache_dir: Path) -> list[Case]:
         if not face.any():
             log.warning("%s: the annotator found no face; not used for training", path)
             continue
+        problem = None if gate is None else label_problem(face, image.affine, gate)
+        if problem is not None:
+            log.warning("%s: implausible annotator label (%s); not used", path, problem)
+            continue
         cases.append(Case(hu=hu, face=face, spacing=tuple(abs(s) for s in image.spacing)))
         log.info("real case %s: %d face voxels", path, int(face.sum()))
     return cases
+
+
+def face_free_crops(
+    case: Case, gap_mm: float = 15.0, min_mm: float = 40.0, min_body_ml: float = 100.0
+) -> list[Case]:
+    """Crops of ``case`` that hold no face: for each array axis, the slab before and the slab
+    after the face mask's extent, ``gap_mm`` away from it, at least ``min_mm`` thick and with at
+    least ``min_body_ml`` of body (> -500 HU; slabs of air only are left out): skull top and
+    brain, neck and shoulders, back of the head, ears; with empty labels. They teach the
+    network that a field of view without a face gives an empty mask."""
+    if not case.face.any():
+        return []
+    out = []
+    for axis in range(3):
+        occupied = np.flatnonzero(case.face.any(axis=tuple(a for a in range(3) if a != axis)))
+        gap = math.ceil(gap_mm / case.spacing[axis])
+        need = math.ceil(min_mm / case.spacing[axis])
+        n = case.face.shape[axis]
+        for lo, hi in ((0, int(occupied[0]) - gap), (int(occupied[-1]) + 1 + gap, n)):
+            if hi - lo < need:
+                continue
+            sl = [slice(None)] * 3
+            sl[axis] = slice(lo, hi)
+            hu = np.ascontiguousarray(case.hu[tuple(sl)])
+            if (hu > -500.0).sum() * float(np.prod(case.spacing)) < 1000.0 * min_body_ml:
+                continue
+            out.append(Case(hu=hu, face=np.zeros(hu.shape, bool), spacing=case.spacing))
+    return out
+
+
+def trunk_case(seed: int) -> Case:
+    """A synthetic chest/abdomen section without a face (empty label): an elliptic body with a
+    fat rim, organs, a spine, an aorta, sometimes lungs and arms, air around; random size,
+    spacing (1-5 mm) and array order (i, j, k)."""
+    rng = np.random.default_rng(seed)
+    sp = np.array([rng.uniform(1.0, 3.0)] * 2 + [rng.uniform(1.0, 5.0)])
+    fov = np.array([rng.uniform(320, 480)] * 2 + [rng.uniform(100, 300)])
+    shape = np.maximum(np.round(fov / sp).astype(int), 16)
+    while np.prod(shape) > 3_000_000:
+        sp *= 1.15
+        shape = np.maximum(np.round(fov / sp).astype(int), 16)
+    x = (np.arange(shape[0]) - shape[0] / 2) * sp[0]
+    y = (np.arange(shape[1]) - shape[1] / 2) * sp[1]
+    x, y = np.meshgrid(x, y, indexing="ij")
+    ax, ay, fat = rng.uniform(120, 190), rng.uniform(80, 130), rng.uniform(5, 30)
+    body = (x / ax) ** 2 + (y / ay) ** 2 < 1
+    inner = (x / (ax - fat)) ** 2 + (y / (ay - fat)) ** 2 < 1
+    sl = np.where(body, -100.0, -1000.0)
+    sl[inner] = rng.uniform(30, 60)
+    if rng.random() < 0.5:  # lungs
+        for side in (-1, 1):
+            lung = ((x - side * 0.45 * ax) / (0.35 * ax)) ** 2 + ((y + 0.05 * ay) / (0.6 * ay)) ** 2
+            sl[lung < 1] = -850.0
+    for _ in range(int(rng.integers(0, 4))):  # organs
+        c = rng.uniform(-0.5, 0.5, 2) * (ax, ay)
+        r = rng.uniform(15, 50, 2)
+        sl[((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 < 1] = rng.uniform(-20, 200)
+    sl[(x / 18) ** 2 + ((y + 0.65 * ay) / 16) ** 2 < 1] = rng.uniform(400, 1000)  # spine
+    sl[((x - 20) / 12) ** 2 + ((y + 0.4 * ay) / 12) ** 2 < 1] = rng.uniform(40, 450)  # aorta
+    if rng.random() < 0.4:  # arms
+        for side in (-1, 1):
+            arm = ((x - side * (ax + 40)) / 40) ** 2 + (y / 45) ** 2 < 1
+            sl[arm] = 40.0
+    hu = np.repeat(sl[:, :, None], shape[2], 2) + rng.normal(0, 10, tuple(shape))
+    order = rng.permutation(3)
+    hu = np.ascontiguousarray(hu.transpose(order)).astype(np.float32)
+    return Case(hu=hu, face=np.zeros(hu.shape, bool), spacing=tuple(float(sp[a]) for a in order))
+
+
+def skull_top_case(seed: int, max_voxels: int = 1_500_000) -> Case:
+    """A phantom whose field of view (40-90 mm along the axial axis) lies above the forehead
+    part of the mask: brain and vault, with the exact (empty or nearly empty, when tilted)
+    label. Seeds are drawn like :func:`phantom_cases`' (same draw, other field of view)."""
+    import dataclasses
+
+    from ctadeface.phantom import Z_FOREHEAD, build, draw_spec
+
+    rng = np.random.default_rng(seed + 104729)
+    spec = draw_spec(seed, max_voxels=max_voxels, crop=False)
+    axial = spec.axis_map.index(2)
+    extent = float(rng.uniform(40.0, 90.0))
+    shape = list(spec.shape)
+    shape[axial] = max(8, round(extent / spec.spacing[axial]))
+    centre = (spec.fov_center_mm[0], spec.fov_center_mm[1], Z_FOREHEAD + 8.0 + extent / 2.0)
+    ph = build(dataclasses.replace(spec, shape=tuple(shape), fov_center_mm=centre))
+    zooms = np.sqrt((np.asarray(ph.affine)[:3, :3] ** 2).sum(0))
+    return Case(
+        hu=np.asarray(ph.hu(), np.float32),
+        face=np.asarray(ph.face, bool),
+        spacing=tuple(float(z) for z in zooms),
+    )
+
+
+def negative_cases(cases: Sequence[Case], n: int, seed: int) -> list[Case]:
+    """``n`` face-free cases, reproducible from ``seed``: a random choice of
+    :func:`face_free_crops` of ``cases`` (about three in five), :func:`skull_top_case`
+    phantoms and :func:`trunk_case` sections (one in five each)."""
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(seed + 7919)
+    n_other = n // 5
+    crops = [c for case in cases for c in face_free_crops(case)]
+    picked = [crops[i] for i in rng.permutation(len(crops))[: n - 2 * n_other]]
+    tops = [skull_top_case(seed * 1000 + 800 + i) for i in range(n_other)]
+    trunks = [trunk_case(seed * 1000 + 500 + i) for i in range(n - len(picked) - len(tops))]
+    return picked + tops + trunks
 
 
 def select_real(
@@ -521,6 +671,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
     )
     p.add_argument("--real-limit", type=int, default=None, help="at most this many real files")
     p.add_argument(
+        "--face-free",
+        type=int,
+        default=0,
+        help="add this many face-free cases (crops beside the face, trunk sections; empty labels)",
+    )
+    p.add_argument(
+        "--max-label-ml",
+        type=float,
+        default=LabelGate.max_ml,
+        help="real labels larger than this (mL) are annotator failures and are left out",
+    )
+    p.add_argument(
         "--label-cache",
         type=Path,
         default=None,
@@ -563,8 +725,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     real = select_real(args.real_glob, args.exclude_real, args.real_limit)
     if args.real_glob and not real:
         raise UsageError(f"--real-glob {' '.join(args.real_glob)}: no file matched")
-    cases += real_cases(real, args.label_cache or config.out / ".labels")
+    gate = LabelGate(max_ml=args.max_label_ml)
+    cases += real_cases(real, args.label_cache or config.out / ".labels", gate)
     log.info("training on %d phantoms and %d real CTs", config.cases, len(cases) - config.cases)
+    negatives = negative_cases(cases, args.face_free, config.seed)
+    log.info("plus %d face-free cases", len(negatives))
+    cases += negatives
     (config.out).mkdir(parents=True, exist_ok=True)
     (config.out / "training_files.txt").write_text("".join(f"{p}\n" for p in real))
     result = train(config, cases)

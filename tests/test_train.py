@@ -175,3 +175,55 @@ def PhantomSpec_small():
     from ctadeface.phantom import PhantomSpec
 
     return PhantomSpec(shape=(40, 44, 42), spacing=(5.0, 5.0, 5.0))
+
+
+def test_label_gate_rejects_huge_tall_or_runaway_labels() -> None:
+    from ctadeface.train import LabelGate, label_problem
+
+    face = np.zeros((40, 40, 100), bool)
+    aff = np.diag([2.0, 2.0, 2.5, 1.0])
+    face[10:30, 20:35, 30:70] = True  # 40 x 30 x 100 mm = 120 mL, 100 mm tall
+    assert label_problem(face, aff, LabelGate()) is None
+    assert "mL" in label_problem(face, aff, LabelGate(max_ml=100.0))
+    tall = face.copy()
+    tall[20, 25, 0:100] = True  # a thin tube down the neck: 250 mm tall
+    assert "tall" in label_problem(tall, aff, LabelGate())
+    runaway = face.copy()
+    runaway[20, 25, 0:30] = True  # 172 mm, down to the bottom slice
+    assert label_problem(runaway, aff, LabelGate()) is None  # not taller than 180 mm
+    assert "bottom" in label_problem(runaway, aff, LabelGate(bottom_tall_mm=150.0))
+    flipped = np.diag([2.0, 2.0, -2.5, 1.0])  # superior is low k: the bottom is k = 99
+    assert label_problem(runaway[:, :, ::-1], flipped, LabelGate(bottom_tall_mm=150.0))
+
+
+def test_face_free_crops_hold_no_face_and_keep_their_distance() -> None:
+    from ctadeface.train import face_free_crops
+
+    case = ball_case(3, shape=(40, 44, 48), spacing=(4.0, 4.0, 4.0))
+    crops = face_free_crops(case, gap_mm=8.0, min_mm=20.0)
+    assert crops  # the face is the +j half of the shell: at least the -j side is free
+    for c in crops:
+        assert not c.face.any() and c.face.shape == c.hu.shape and c.spacing == case.spacing
+        assert min(s * n for s, n in zip(c.spacing, c.hu.shape, strict=True)) >= 20.0
+    assert face_free_crops(Case(case.hu, np.zeros_like(case.face), case.spacing)) == []
+
+
+def test_negative_cases_are_empty_reproducible_and_trunks_have_a_body() -> None:
+    from ctadeface.train import negative_cases, trunk_case
+
+    cases = [ball_case(s, shape=(40, 44, 48), spacing=(4.0, 4.0, 4.0)) for s in (1, 2)]
+    a, b = negative_cases(cases, 5, seed=3), negative_cases(cases, 5, seed=3)
+    assert len(a) == 5 and all(c.face.sum() <= 0.01 * c.face.size for c in a)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.hu, y.hu)
+    t = trunk_case(0)
+    assert t.hu.ndim == 3 and np.prod(t.hu.shape) <= 3_000_000
+    assert (t.hu > -200).mean() > 0.1 and (t.hu < -900).mean() > 0.1  # body and air
+
+
+def test_skull_top_phantom_lies_above_the_face() -> None:
+    from ctadeface.train import skull_top_case
+
+    c = skull_top_case(801, max_voxels=300_000)
+    assert c.hu.shape == c.face.shape and (c.hu > -500).mean() > 0.05  # vault and brain
+    assert c.face.sum() <= 0.01 * c.face.size  # at most a corner of the forehead when tilted
