@@ -7,17 +7,22 @@ Run by hand (not in ``make test``), on a quiet machine::
 For each input (a 512x512x300 int16 CTA-sized phantom at 0.45x0.45x0.6 mm, and the Visible Human
 head of ../shared/data when present), alternating A/B/C within each repetition:
 
-- (a) ours: ``run.py BIDS OUT participant --no-verify --no-postprocess`` on a one-scan dataset,
-  as a subprocess; wall, CPU (user+sys) and peak RSS from ``/usr/bin/time -v``; the model load
-  and the scan's own time are read from the run's log;
+- (a) ours: ``run.py BIDS OUT participant --no-verify`` (default model, fill, post-processing
+  and precision) on a one-scan dataset, as a subprocess; wall, CPU (user+sys) and peak RSS from
+  ``/usr/bin/time -v``; the model load (from the run's log) and the scan's own time (its
+  provenance ``DurationSeconds``: read, segment, fill, write, hashes) are reported apart; once
+  per input also with ``--no-postprocess`` (untimed) for the mask before post-processing;
 - (b) reference, as the upstream CTA-DEFACE script does it: ``nnUNetv2_predict_from_modelfolder``
   on a temp folder holding a ``_0000.nii.gz`` copy, then ``get_fdata``, fill with the 10th
   percentile, save as float64; same model folder, device and TTA setting (off);
 - (c) I/O floor: read the source and write one int16 image and one uint8 mask of the same grid
-  with ``ctadeface.io``.
+  with ``ctadeface.io``; the read+write time inside the process is reported apart.
 
-It prints min/median/max of every measure, the ratios a/b and a/c, the Dice between the masks of
-(a) and (b), and writes ``results.md`` and ``results.json`` under ``--out``.
+Ratios: a/b = (a)'s scan time / (b)'s wall time (the reference has no model to keep loaded:
+it loads it for every scan); a/c = (a)'s scan time / (c)'s read+write time; both also for the
+whole processes. It prints min/median/max of every measure, the Dice between the masks of (a)
+and (b) before post-processing and after post-processing both with ``deface.postprocess``, and
+writes ``results.md`` and ``results.json`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 PY = sys.executable
-BIN = Path(PY).parent
+VHP = SHARED / "heads" / "vhp_female_head.nii.gz"
 
 
 def _time_v(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
@@ -67,7 +72,7 @@ def _time_v(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, "stdout": proc.stdout}
 
 
-def make_inputs(work: Path) -> dict[str, Path]:
+def make_inputs(work: Path, vhp: Path = VHP) -> dict[str, Path]:
     """The benchmark inputs as NIfTI files (the phantom is made once and cached in ``work``)."""
     inputs: dict[str, Path] = {}
     phantom_path = work / "cta_phantom_512x512x300.nii.gz"
@@ -79,7 +84,6 @@ def make_inputs(work: Path) -> dict[str, Path]:
         )
         nib.save(phantom.to_nifti(), str(phantom_path))
     inputs["cta-phantom"] = phantom_path
-    vhp = SHARED / "heads" / "vhp_female_head.nii.gz"
     if vhp.is_file():
         inputs["vhp-head"] = vhp
     return inputs
@@ -96,18 +100,22 @@ def one_scan_dataset(source: Path, root: Path) -> Path:
     return root
 
 
-def run_ours(source: Path, work: Path, model: str) -> tuple[dict, np.ndarray]:
+def run_ours(
+    source: Path, work: Path, model: str, device: str, extra: tuple[str, ...] = ()
+) -> tuple[dict, np.ndarray]:
     """(a): the participant level as a user runs it; timings and the written mask."""
     bids = one_scan_dataset(source, work / "bids")
     out = work / "ours"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
-    stats = _time_v([*cmd, "--no-verify", "--no-postprocess", "-v"])
+    cmd += ["--device", device, "-w", str(work / "run-work")]
+    stats = _time_v([*cmd, "--no-verify", "-v", *extra])
     log = next((out / "logs").glob("participant-*.log")).read_text()
     match = re.search(r"loaded model .*, in ([0-9.]+) s", log)
     stats["model_load_s"] = float(match.group(1)) if match else float("nan")
     prov = json.loads(next(out.rglob("*_desc-defaced_ct.json")).read_text())["Defacing"]
     stats["scan_s"] = float(prov["DurationSeconds"])
+    stats["precision"] = prov["Model"].get("precision", "?")
     mask = np.asanyarray(nib.load(str(next(out.rglob("*_mask.nii.gz")))).dataobj) > 0
     return stats, mask
 
@@ -116,12 +124,17 @@ REFERENCE_SCRIPT = textwrap.dedent(
     """
     import sys, subprocess, shutil, pathlib, tempfile
     import numpy as np, nibabel as nib
-    src, model, out, predict = sys.argv[1:5]
+    src, model, out, device = sys.argv[1:5]
+    # nnUNetv2_predict_from_modelfolder's entry point, run as its console script runs it
+    predict = [sys.executable, "-c",
+               "import sys; sys.argv[0] = 'nnUNetv2_predict_from_modelfolder'; "
+               "from nnunetv2.inference.predict_from_raw_data import "
+               "predict_entry_point_modelfolder as main; main()"]
     tmp = pathlib.Path(tempfile.mkdtemp())
     (tmp / "in").mkdir(); (tmp / "pred").mkdir()
     shutil.copy(src, tmp / "in" / "case_0000.nii.gz")
-    subprocess.run([predict, "-i", str(tmp / "in"), "-o", str(tmp / "pred"), "-m", model,
-                    "-f", "all", "--disable_tta", "-device", "cpu"], check=True,
+    subprocess.run([*predict, "-i", str(tmp / "in"), "-o", str(tmp / "pred"), "-m", model,
+                    "-f", "all", "--disable_tta", "-device", device], check=True,
                    stdout=subprocess.DEVNULL)
     img = nib.load(src)
     data = img.get_fdata()
@@ -134,26 +147,29 @@ REFERENCE_SCRIPT = textwrap.dedent(
 )
 
 
-def run_reference(source: Path, work: Path, model_folder: Path) -> tuple[dict, np.ndarray]:
+def run_reference(
+    source: Path, work: Path, model_folder: Path, device: str
+) -> tuple[dict, np.ndarray]:
     """(b): the upstream way: nnU-Net CLI on a temp folder, get_fdata, p10, float64 save."""
     script = work / "reference.py"
     script.write_text(REFERENCE_SCRIPT)
     out = work / "reference_defaced.nii.gz"
-    predict = str(BIN / "nnUNetv2_predict_from_modelfolder")
-    stats = _time_v([PY, str(script), str(source), str(model_folder), str(out), predict])
+    stats = _time_v([PY, str(script), str(source), str(model_folder), str(out), device])
     mask = np.asanyarray(nib.load(str(out) + ".mask.nii.gz").dataobj) > 0
     return stats, mask
 
 
 FLOOR_SCRIPT = textwrap.dedent(
     """
-    import sys, numpy as np
+    import sys, time, numpy as np
     from pathlib import Path
     from ctadeface.io import load_ct, write_image_atomic
+    t0 = time.perf_counter()
     image = load_ct(Path(sys.argv[1]))
     out = Path(sys.argv[2])
     write_image_atomic(out / "image.nii.gz", image.data.astype(np.int16), image)
     write_image_atomic(out / "mask.nii.gz", np.zeros(image.data.shape, np.uint8), image)
+    print(f"io_s={time.perf_counter() - t0:.4f}")
     """
 )
 
@@ -164,7 +180,9 @@ def run_floor(source: Path, work: Path) -> dict:
     script.write_text(FLOOR_SCRIPT)
     out = work / "floor"
     out.mkdir(exist_ok=True)
-    return _time_v([PY, str(script), str(source), str(out)])
+    stats = _time_v([PY, str(script), str(source), str(out)])
+    stats["io_s"] = float(re.search(r"io_s=([0-9.]+)", stats["stdout"]).group(1))
+    return stats
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -174,6 +192,12 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 
 
 def machine() -> str:
@@ -195,61 +219,109 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ctadeface-bench")
+    p.add_argument("--only", action="append", help="input name(s) to run (default: all)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda, for (a) and (b) alike")
+    p.add_argument("--vhp", type=Path, default=VHP, help="the Visible Human head (if present)")
+    p.add_argument(
+        "--reference-reader",
+        help="make (b) read NIfTI with this nnU-Net reader (e.g. NibabelIO, which gives the "
+        "same array as SimpleITKIO) on a copy of the model folder",
+    )
     args = p.parse_args(argv)
 
+    from ctadeface.deface import postprocess
+    from ctadeface.io import load_ct
     from ctadeface.models import resolve_model
 
     folder = resolve_model(args.model, args.work / "cache").folder
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.reference_reader:
+        copy = args.work / "reference-model"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        plans = json.loads((copy / "plans.json").read_text())
+        plans["image_reader_writer"] = args.reference_reader
+        (copy / "plans.json").write_text(json.dumps(plans, indent=2))
+        folder = copy
     results: dict[str, dict] = {}
-    for name, source in make_inputs(args.work).items():
+    for name, source in make_inputs(args.work, args.vhp).items():
+        if args.only and name not in args.only:
+            continue
         runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
-        dices = []
+        masks: dict[str, np.ndarray] = {}
         for i in range(args.runs):
             order = ("a", "b", "c") if i % 2 == 0 else ("b", "a", "c")
-            masks = {}
             for which in order:
                 if which == "a":
-                    stats, masks["a"] = run_ours(source, args.work, args.model)
+                    stats, masks["a_post"] = run_ours(source, args.work, args.model, args.device)
                 elif which == "b":
-                    stats, masks["b"] = run_reference(source, args.work, folder)
+                    stats, masks["b"] = run_reference(source, args.work, folder, args.device)
                 else:
                     stats = run_floor(source, args.work)
                 stats.pop("stdout", None)
                 runs[which].append(stats)
                 print(f"{name} run {i + 1} {which}: {stats}", flush=True)
-            dices.append(dice(masks["a"], masks["b"]))
-        res = {k: {m: summary([r[m] for r in v]) for m in v[0]} for k, v in runs.items()}
-        med = {k: res[k]["wall_s"]["median"] for k in res}
-        res["ratios"] = {"a/b": med["a"] / med["b"], "a/c": med["a"] / med["c"]}
-        res["dice_a_b"] = summary(dices)
+        _, masks["a"] = run_ours(source, args.work, args.model, args.device, ("--no-postprocess",))
+        image = load_ct(source)
+        b_post = postprocess(masks["b"], image.hu_view(), image.spacing)
+        res: dict = {
+            k: {m: summary([r[m] for r in v]) for m in v[0] if m != "precision"}
+            for k, v in runs.items()
+        }
+        res["precision"] = runs["a"][0]["precision"]
+        res["device"] = gpu_name() if args.device.startswith("cuda") else "cpu"
+        a_scan = res["a"]["scan_s"]["median"]
+        med = {k: res[k]["wall_s"]["median"] for k in res if k in "abc"}
+        res["ratios"] = {
+            "a/b": a_scan / med["b"],
+            "a/c": a_scan / res["c"]["io_s"]["median"],
+            "a/b process": med["a"] / med["b"],
+            "a/c process": med["a"] / med["c"],
+        }
+        res["dice_a_b"] = dice(masks["a"], masks["b"])
+        res["dice_a_b_postprocessed"] = dice(masks["a_post"], b_post)
         res["input_mib"] = os.path.getsize(source) / 2**20
-        img = nib.load(str(source))
-        res["int16_volume_mib"] = float(np.prod(img.shape)) * 2 / 2**20
+        res["int16_volume_mib"] = float(np.prod(image.data.shape)) * 2 / 2**20
+        res["rss_over_int16"] = res["a"]["peak_rss_mib"]["median"] / res["int16_volume_mib"]
         results[name] = res
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"machine": machine(), **results}, indent=2))
-    lines = [f"Machine: {machine()}; model `{args.model}`; {args.runs} runs, median [min-max].", ""]
+    (args.out / "results.md").write_text(report(results, args.model, args.runs))
+    print(report(results, args.model, args.runs))
+    return 0
+
+
+def report(results: dict[str, dict], model: str, runs: int) -> str:
+    """The results table (markdown), medians with [min-max]."""
+
+    def cell(stats: dict, key: str) -> str:
+        s = stats[key]
+        return f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]"
+
+    lines = [f"Machine: {machine()}; model `{model}`; {runs} runs, median [min-max].", ""]
+    if torch_device := next((r.get("device") for r in results.values()), None):
+        lines[0] += f" Device: {torch_device}."
     lines += [
-        "| input | what | wall s | CPU s | peak RSS MiB |",
-        "|---|---|---|---|---|",
+        "| input | what | process wall s | scan / I/O s | CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
+        inner = {"a": cell(res["a"], "scan_s"), "b": "-", "c": cell(res["c"], "io_s")}
         for key, title in (("a", "(a) ours"), ("b", "(b) reference"), ("c", "(c) I/O floor")):
-            cells = [
-                f"{res[key][m]['median']:.1f} [{res[key][m]['min']:.1f}-{res[key][m]['max']:.1f}]"
-                for m in ("wall_s", "cpu_s", "peak_rss_mib")
-            ]
-            lines.append(f"| {name} | {title} | " + " | ".join(cells) + " |")
+            cells = [cell(res[key], m) for m in ("wall_s", "cpu_s", "peak_rss_mib")]
+            lines.append(
+                f"| {name} | {title} | {cells[0]} | {inner[key]} | " + " | ".join(cells[1:]) + " |"
+            )
         r = res["ratios"]
         lines.append(
-            f"| {name} | a/b = {r['a/b']:.2f}, a/c = {r['a/c']:.2f}, Dice(a,b) = "
-            f"{res['dice_a_b']['median']:.4f}, model load {res['a']['model_load_s']['median']:.1f}"
-            f" s, int16 volume {res['int16_volume_mib']:.0f} MiB | | | |"
+            f"| {name} | **a/b = {r['a/b']:.3f}** (processes {r['a/b process']:.2f}), "
+            f"**a/c = {r['a/c']:.2f}** (processes {r['a/c process']:.2f}), "
+            f"Dice(a,b) = {res['dice_a_b']:.5f} before / {res['dice_a_b_postprocessed']:.5f} "
+            f"after post-processing, model load {res['a']['model_load_s']['median']:.1f} s, "
+            f"precision {res['precision']}, peak RSS = {res['rss_over_int16']:.1f} x the int16 "
+            f"volume ({res['int16_volume_mib']:.0f} MiB) | | | | |"
         )
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
