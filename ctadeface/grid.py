@@ -237,6 +237,7 @@ def resample_decide(
     decide: Callable[[torch.Tensor], torch.Tensor],
     *,
     chunk_voxels: int = 8_000_000,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bring per-channel maps ``low`` (C, a, b, c) linearly to the grid of ``maps`` and decide
     per voxel.
@@ -245,12 +246,17 @@ def resample_decide(
     over logits. Axes 2 and 1 are resampled on the whole low-resolution map, axis 0 in blocks of
     about ``chunk_voxels`` output voxels, so memory stays near C * a * B * C3 floats.
 
-    Returns a C-ordered bool array, one axis per map.
+    Returns a bool array, one axis per map: ``out`` when given (e.g. a view into a larger
+    mask), else a new C-ordered one.
     """
     t = _apply_axis(low, 3, maps[2])
     t = _apply_axis(t, 2, maps[1])
     first = maps[0]
-    out = np.empty((first.size, maps[1].size, maps[2].size), dtype=bool)
+    shape = (first.size, maps[1].size, maps[2].size)
+    if out is None:
+        out = np.empty(shape, dtype=bool)
+    elif out.shape != shape or out.dtype != bool:
+        raise ValueError(f"out must be a bool array of shape {shape}, not {out.shape}")
     step = max(1, chunk_voxels // max(1, maps[1].size * maps[2].size))
     for start in range(0, first.size, step):
         block = first.rows(start, start + step)

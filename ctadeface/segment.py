@@ -539,7 +539,7 @@ class FaceSegmenter:
                 full, kji.shape, box, needed, prob_orders, strict=True
             )
         ]
-        mask[box] = grid.resample_decide(logits, up, decide)
+        grid.resample_decide(logits, up, decide, out=mask[box])
         return mask
 
     def _transform(self, slope: float, inter: float) -> Any:
