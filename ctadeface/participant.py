@@ -19,7 +19,7 @@ import numpy as np
 
 from .deface import PostProcess, apply_fill, choose_fill, postprocess
 from .discover import Scan
-from .errors import CTADefaceError, InputError, ModelError, OutputError
+from .errors import CTADefaceError, InputError, ModelError, OutputError, UsageError
 from .io import (
     CTImage,
     load_ct,
@@ -341,8 +341,9 @@ def _failed(scan: Scan, message: str, exit_code: int, t0: float) -> ScanResult:
 
 
 def _is_fatal(error: CTADefaceError) -> bool:
-    """Errors that no other scan can escape (the model, the output folder) end the run."""
-    return isinstance(error, ModelError | OutputError)
+    """Errors that no other scan can escape (the model, the output folder, an option the
+    segmenter refuses) end the run."""
+    return isinstance(error, ModelError | OutputError | UsageError)
 
 
 def log_path(output_dir: Path, started: _dt.datetime, pid: int) -> Path:

@@ -197,6 +197,22 @@ def test_e2e_sidecars_have_no_phi_and_record_provenance(e2e):
         assert len(prov["InputSHA256"]) == 64 and prov["Model"]["configuration"] == "3d_fullres"
         assert prov["Fill"]["Policy"] == "p10" and prov["MaskVoxels"] >= 0
         assert "PatientName" in prov["RemovedSidecarFields"]
+        assert prov["Model"]["precision"] in ("fp32", "bf16")  # the fast path, on CPU
+        assert prov["Request"]["Inference"].startswith("fast")
+
+
+def test_exact_and_precision_reach_the_segmenter_and_the_provenance(capsys, bids, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    argv = [str(bids), str(out), "participant", "--model", str(TINY_MODEL), "--no-verify"]
+    argv += ["--participant-label", "01", "--exact", "--precision", "fp32"]
+    assert main(argv) == 0
+    prov = json.loads(next(out.rglob("*_desc-defaced_*.json")).read_text())["Defacing"]
+    assert prov["Model"]["inference"] == "exact nnU-Net pipeline"
+    assert prov["Request"]["Inference"] == "exact"
+    assert main([*argv[:-3], "--precision", "fp16"]) == 64  # fp16 needs CUDA
+    assert "needs a CUDA device" in capsys.readouterr().err
 
 
 def test_e2e_raw_dataset_is_byte_identical(e2e):
