@@ -8,7 +8,10 @@ no pickled code runs. ``Network.logits(x, tiles)`` is nnU-Net's
 ``_internal_predict_sliding_window_return_logits`` for a chosen subset of tiles (same Gaussian
 weights, same fp16 sums, same tile order, mirroring TTA, folds averaged).
 
-Axes are nnU-Net's: the stored NIfTI array transposed, (k, j, i), spacing in mm per axis.
+It also holds nnU-Net's other inference conventions the fast path reproduces: which axis is
+resampled separately (``separate_axis``) and which sliding-window tiles reach a region
+(``plan_tiles``). Axes are nnU-Net's: the stored NIfTI array transposed, (k, j, i), spacing in mm
+per axis.
 Models whose plans this module cannot read (older plan formats, custom trainers) are loaded by
 nnU-Net itself in :mod:`ctadeface.segment`; the inference here works on either network.
 """
@@ -274,3 +277,87 @@ class Network:
             total = logits.float() if total is None else total + logits.float()
         assert total is not None
         return total / len(self._weights) if len(self._weights) > 1 else total
+
+
+#: nnU-Net's ANISO_THRESHOLD: an axis this many times coarser than the others is resampled
+#: separately (with ``order_z``).
+ANISOTROPY_THRESHOLD = 3.0
+
+
+def separate_axis(force: bool | None, current: Sequence[float], new: Sequence[float]) -> int | None:
+    """The axis nnU-Net resamples separately, as its ``determine_do_sep_z_and_axis``."""
+
+    def coarsest(spacing: Sequence[float]) -> np.ndarray:
+        values = np.asarray(spacing, dtype=float)
+        return np.where(values.max() / values == 1)[0]
+
+    def anisotropic(spacing: Sequence[float]) -> bool:
+        return bool(max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD)
+
+    if force is not None:
+        axes = coarsest(current) if force else None
+    elif anisotropic(current):
+        axes = coarsest(current)
+    elif anisotropic(new):
+        axes = coarsest(new)
+    else:
+        axes = None
+    return int(axes[0]) if axes is not None and len(axes) == 1 else None
+
+
+def interpolation_orders(
+    kwargs: dict[str, Any], current: Sequence[float], new: Sequence[float]
+) -> tuple[list[int], int | None]:
+    """Interpolation order per axis for nnU-Net's ``resample_data_or_seg_to_shape`` with
+    ``kwargs`` from ``current`` to ``new`` spacing, and the separately resampled axis if any."""
+    order, order_z = int(kwargs.get("order", 3)), int(kwargs.get("order_z", 0))
+    axis = separate_axis(kwargs.get("force_separate_z"), current, new)
+    return [order_z if a == axis else order for a in range(3)], axis
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Which of nnU-Net's sliding-window tiles to run, in model-grid voxels (k, j, i).
+
+    Attributes:
+        window: per axis (start, stop) of the region the tiles cover, in unpadded coordinates
+            (it may reach below 0 or past the grid where nnU-Net pads a grid smaller than
+            the patch).
+        real: per axis the part of ``window`` inside the grid.
+        padding: ``torch.nn.functional.pad`` amounts that turn the ``real`` block into the
+            ``window`` block (zeros, as nnU-Net pads).
+        tiles: slices into the window block, in nnU-Net's order.
+    """
+
+    window: tuple[tuple[int, int], ...]
+    real: tuple[tuple[int, int], ...]
+    padding: tuple[int, ...]
+    tiles: list[tuple[slice, ...]]
+
+
+def plan_tiles(
+    shape: tuple[int, ...],
+    patch: list[int],
+    needed: list[tuple[int, int]],
+    step: float,
+) -> TilePlan:
+    """The tiles of nnU-Net's sliding window over ``shape`` (padded to the patch as nnU-Net
+    pads) that overlap the ``needed`` region (start, stop per axis)."""
+    below = [max(0, p - n) // 2 for n, p in zip(shape, patch, strict=True)]
+    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
+    steps = tile_starts(padded, patch, step)
+    chosen = []
+    for axis_steps, p, (a, b), off in zip(steps, patch, needed, below, strict=True):
+        chosen.append([s for s in axis_steps if s < b + off and s + p > a + off])
+    window = tuple(
+        (c[0] - off, c[-1] + p - off) for c, p, off in zip(chosen, patch, below, strict=True)
+    )
+    real = tuple((max(0, a), min(n, b)) for (a, b), n in zip(window, shape, strict=True))
+    padding: list[int] = []
+    for (a, b), (ra, rb) in reversed(list(zip(window, real, strict=True))):
+        padding += [ra - a, b - rb]
+    tiles = [
+        tuple(slice(s - c[0], s - c[0] + p) for s, c, p in zip(combo, chosen, patch, strict=True))
+        for combo in itertools.product(*chosen)
+    ]
+    return TilePlan(window, real, tuple(padding), tiles)

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import json
 import logging
 import pickle
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,9 +43,10 @@ from ctadeface.network import (
     Network,
     UnsupportedModel,
     configuration,
+    interpolation_orders,
     load_network,
+    plan_tiles,
     read_config,
-    tile_starts,
 )
 
 log = logging.getLogger(__name__)
@@ -163,42 +162,6 @@ def _fast_path_unsupported(config: ModelConfig) -> str:
     return ""
 
 
-#: nnU-Net's ANISO_THRESHOLD: an axis this many times coarser than the others is resampled
-#: separately (with ``order_z``).
-ANISOTROPY_THRESHOLD = 3.0
-
-
-def separate_axis(force: bool | None, current: Sequence[float], new: Sequence[float]) -> int | None:
-    """The axis nnU-Net resamples separately, as its ``determine_do_sep_z_and_axis``."""
-
-    def coarsest(spacing: Sequence[float]) -> np.ndarray:
-        values = np.asarray(spacing, dtype=float)
-        return np.where(values.max() / values == 1)[0]
-
-    def anisotropic(spacing: Sequence[float]) -> bool:
-        return bool(max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD)
-
-    if force is not None:
-        axes = coarsest(current) if force else None
-    elif anisotropic(current):
-        axes = coarsest(current)
-    elif anisotropic(new):
-        axes = coarsest(new)
-    else:
-        axes = None
-    return int(axes[0]) if axes is not None and len(axes) == 1 else None
-
-
-def _orders(
-    kwargs: dict[str, Any], current: Sequence[float], new: Sequence[float]
-) -> tuple[list[int], int | None]:
-    """Interpolation order per axis for nnU-Net's ``resample_data_or_seg_to_shape`` with
-    ``kwargs`` from ``current`` to ``new`` spacing, and the separately resampled axis if any."""
-    order, order_z = int(kwargs.get("order", 3)), int(kwargs.get("order_z", 0))
-    axis = separate_axis(kwargs.get("force_separate_z"), current, new)
-    return [order_z if a == axis else order for a in range(3)], axis
-
-
 def _clip_to_source_range(
     low: torch.Tensor,
     source: torch.Tensor,
@@ -257,54 +220,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:  # pragma: no cover - installed with the app
             out[dist] = "unknown"
     return out
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """Which of nnU-Net's sliding-window tiles to run, in model-grid voxels (k, j, i).
-
-    Attributes:
-        window: per axis (start, stop) of the region the tiles cover, in unpadded coordinates
-            (it may reach below 0 or past the grid where nnU-Net pads a grid smaller than
-            the patch).
-        real: per axis the part of ``window`` inside the grid.
-        padding: ``torch.nn.functional.pad`` amounts that turn the ``real`` block into the
-            ``window`` block (zeros, as nnU-Net pads).
-        tiles: slices into the window block, in nnU-Net's order.
-    """
-
-    window: tuple[tuple[int, int], ...]
-    real: tuple[tuple[int, int], ...]
-    padding: tuple[int, ...]
-    tiles: list[tuple[slice, ...]]
-
-
-def plan_tiles(
-    shape: tuple[int, ...],
-    patch: list[int],
-    needed: list[tuple[int, int]],
-    step: float,
-) -> TilePlan:
-    """The tiles of nnU-Net's sliding window over ``shape`` (padded to the patch as nnU-Net
-    pads) that overlap the ``needed`` region (start, stop per axis)."""
-    below = [max(0, p - n) // 2 for n, p in zip(shape, patch, strict=True)]
-    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
-    steps = tile_starts(padded, patch, step)
-    chosen = []
-    for axis_steps, p, (a, b), off in zip(steps, patch, needed, below, strict=True):
-        chosen.append([s for s in axis_steps if s < b + off and s + p > a + off])
-    window = tuple(
-        (c[0] - off, c[-1] + p - off) for c, p, off in zip(chosen, patch, below, strict=True)
-    )
-    real = tuple((max(0, a), min(n, b)) for (a, b), n in zip(window, shape, strict=True))
-    padding: list[int] = []
-    for (a, b), (ra, rb) in reversed(list(zip(window, real, strict=True))):
-        padding += [ra - a, b - rb]
-    tiles = [
-        tuple(slice(s - c[0], s - c[0] + p) for s, c, p in zip(combo, chosen, patch, strict=True))
-        for combo in itertools.product(*chosen)
-    ]
-    return TilePlan(window, real, tuple(padding), tiles)
 
 
 class FaceSegmenter:
@@ -498,8 +413,8 @@ class FaceSegmenter:
         if box is None:
             return mask
         target = [float(t) for t in config.spacing]
-        data_orders, data_axis = _orders(config.resampling_data[1], spacing, target)
-        prob_orders, _ = _orders(config.resampling_probabilities[1], target, spacing)
+        data_orders, data_axis = interpolation_orders(config.resampling_data[1], spacing, target)
+        prob_orders, _ = interpolation_orders(config.resampling_probabilities[1], target, spacing)
         needed = [
             grid.source_window(n_low, n, (b.start, b.stop), order=order)
             for n_low, n, b, order in zip(full, kji.shape, box, prob_orders, strict=True)

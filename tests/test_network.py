@@ -17,9 +17,9 @@ from ctadeface.network import (
     gaussian,
     load_checkpoint,
     load_network,
+    separate_axis,
     tile_starts,
 )
-from ctadeface.segment import separate_axis
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny_model"
