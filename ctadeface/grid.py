@@ -23,6 +23,35 @@ import torch
 Box = tuple[slice, slice, slice]
 
 
+def body_cells(
+    volume: np.ndarray, spacing: Sequence[float], threshold: float, *, step_mm: float = 4.0
+) -> tuple[np.ndarray, list[int]] | None:
+    """The largest connected body part of ``volume`` on a grid subsampled to about ``step_mm``.
+
+    Args:
+        volume: the scan in stored units (any dtype), 3D.
+        spacing: mm per array axis.
+        threshold: voxels above it (stored units; e.g. -500 HU converted) are body, table or
+            head holder; padding (-1024/-2048/-3024) and air stay below.
+
+    Returns:
+        (cells, steps): a bool array on ``volume[::steps[0], ::steps[1], ::steps[2]]``, or None
+        when nothing in the scan is above ``threshold``.
+    """
+    from scipy import ndimage
+
+    steps = [max(1, int(step_mm // max(s, 1e-6))) for s in spacing]
+    cells = np.asarray(volume[:: steps[0], :: steps[1], :: steps[2]]) > threshold
+    if not cells.any():
+        return None
+    labels, n = ndimage.label(cells)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        cells = labels == int(np.argmax(sizes))
+    return cells, steps
+
+
 def body_box(
     volume: np.ndarray,
     spacing: Sequence[float],
@@ -30,31 +59,15 @@ def body_box(
     *,
     margin_mm: float,
     step_mm: float = 4.0,
+    cells: tuple[np.ndarray, list[int]] | None = None,
 ) -> Box | None:
-    """Bounding box of the largest connected body part of ``volume``, grown by ``margin_mm``.
-
-    Args:
-        volume: the scan in stored units (any dtype), 3D.
-        spacing: mm per array axis.
-        threshold: voxels above it (stored units; e.g. -500 HU converted) are body, table or
-            head holder; padding (-1024/-2048/-3024) and air stay below.
-        margin_mm: the box grows this far on every side (within the grid).
-        step_mm: the body is found on a grid subsampled to about this step (speed).
-
-    Returns:
-        The box, or None when nothing in the scan is above ``threshold``.
-    """
-    from scipy import ndimage
-
-    steps = [max(1, int(step_mm // max(s, 1e-6))) for s in spacing]
-    coarse = np.asarray(volume[:: steps[0], :: steps[1], :: steps[2]]) > threshold
-    if not coarse.any():
+    """Bounding box of the largest connected body part of ``volume`` (see :func:`body_cells`,
+    or pass its result as ``cells``), grown by ``margin_mm`` within the grid; None when there
+    is no body."""
+    found = cells if cells is not None else body_cells(volume, spacing, threshold, step_mm=step_mm)
+    if found is None:
         return None
-    labels, n = ndimage.label(coarse)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        coarse = labels == int(np.argmax(sizes))
+    coarse, steps = found
     box = []
     for axis, (n_axis, step, sp) in enumerate(zip(volume.shape, steps, spacing, strict=True)):
         others = tuple(a for a in range(3) if a != axis)
@@ -62,6 +75,27 @@ def body_box(
         pad = int(np.ceil(margin_mm / sp)) + step
         box.append(slice(max(0, int(hit[0]) * step - pad), min(n_axis, int(hit[-1]) * step + pad)))
     return (box[0], box[1], box[2])
+
+
+def body_on_grid(
+    cells: tuple[np.ndarray, list[int]],
+    source_shape: Sequence[int],
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    margin_mm: float,
+) -> np.ndarray:
+    """The body cells sampled on a grid of ``shape`` voxels of ``spacing`` mm covering the
+    source grid (nnU-Net's resampling convention), grown by ``margin_mm`` (as a box)."""
+    from scipy import ndimage
+
+    coarse, steps = cells
+    index = []
+    for n_src, n, step, n_cells in zip(source_shape, shape, steps, coarse.shape, strict=True):
+        source = (np.arange(n) + 0.5) * (n_src / n) - 0.5
+        index.append(np.clip(np.floor(source / step + 0.5).astype(int), 0, n_cells - 1))
+    sampled = coarse[np.ix_(*index)]
+    size = [2 * int(np.ceil(margin_mm / s)) + 1 for s in spacing]
+    return ndimage.maximum_filter(sampled, size=size, mode="constant", cval=False)
 
 
 def target_shape(

@@ -340,24 +340,39 @@ def plan_tiles(
     patch: list[int],
     needed: list[tuple[int, int]],
     step: float,
+    region: np.ndarray | None = None,
 ) -> TilePlan:
     """The tiles of nnU-Net's sliding window over ``shape`` (padded to the patch as nnU-Net
-    pads) that overlap the ``needed`` region (start, stop per axis)."""
+    pads) that overlap the ``needed`` region (start, stop per axis) and, if given, hold any
+    voxel of ``region`` (a bool array of ``shape``)."""
     below = [max(0, p - n) // 2 for n, p in zip(shape, patch, strict=True)]
     padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
     steps = tile_starts(padded, patch, step)
-    chosen = []
-    for axis_steps, p, (a, b), off in zip(steps, patch, needed, below, strict=True):
-        chosen.append([s for s in axis_steps if s < b + off and s + p > a + off])
+    candidates = [
+        [s for s in axis_steps if s < b + off and s + p > a + off]
+        for axis_steps, p, (a, b), off in zip(steps, patch, needed, below, strict=True)
+    ]
+    kept = []
+    for combo in itertools.product(*candidates):
+        unpadded = tuple(
+            slice(max(0, s - off), max(0, s - off + p))
+            for s, off, p in zip(combo, below, patch, strict=True)
+        )
+        if region is None or region[unpadded].any():
+            kept.append(combo)
+    if not kept:  # nothing of the region reaches the needed box: keep nnU-Net's cover of it
+        kept = list(itertools.product(*candidates))
+    first = [min(c[a] for c in kept) for a in range(len(shape))]
+    last = [max(c[a] for c in kept) for a in range(len(shape))]
     window = tuple(
-        (c[0] - off, c[-1] + p - off) for c, p, off in zip(chosen, patch, below, strict=True)
+        (f - off, e + p - off) for f, e, p, off in zip(first, last, patch, below, strict=True)
     )
     real = tuple((max(0, a), min(n, b)) for (a, b), n in zip(window, shape, strict=True))
     padding: list[int] = []
     for (a, b), (ra, rb) in reversed(list(zip(window, real, strict=True))):
         padding += [ra - a, b - rb]
     tiles = [
-        tuple(slice(s - c[0], s - c[0] + p) for s, c, p in zip(combo, chosen, patch, strict=True))
-        for combo in itertools.product(*chosen)
+        tuple(slice(s - f, s - f + p) for s, f, p in zip(combo, first, patch, strict=True))
+        for combo in kept
     ]
     return TilePlan(window, real, tuple(padding), tiles)

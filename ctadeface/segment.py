@@ -190,6 +190,30 @@ _FAST_DESCRIPTION = (
 )
 
 
+#: A logit that no interpolation with real logits (|x| < 100) can overturn, and finite, so that
+#: the zero weights of the resampling filters keep it out of voxels it does not reach.
+_FAR = 1.0e4
+
+
+def _crop_or_pad(
+    logits: torch.Tensor, window: Sequence[tuple[int, int]], needed: Sequence[tuple[int, int]]
+) -> torch.Tensor:
+    """The ``needed`` block (start, stop per axis) of ``logits`` (C, ...) that cover
+    ``window``, float32, zeros where the window does not reach."""
+    shape = [b - a for a, b in needed]
+    if all(w[0] <= a and b <= w[1] for (a, b), w in zip(needed, window, strict=True)):
+        inner = tuple(slice(a - w[0], b - w[0]) for (a, b), w in zip(needed, window, strict=True))
+        return logits[(slice(None), *inner)].float()
+    out = torch.zeros((logits.shape[0], *shape), dtype=torch.float32, device=logits.device)
+    lo = [max(a, w[0]) for (a, _), w in zip(needed, window, strict=True)]
+    hi = [min(b, w[1]) for (_, b), w in zip(needed, window, strict=True)]
+    if all(h > lw for lw, h in zip(lo, hi, strict=True)):
+        dst = tuple(slice(lw - a, h - a) for lw, h, (a, _) in zip(lo, hi, needed, strict=True))
+        src = tuple(slice(lw - w[0], h - w[0]) for lw, h, w in zip(lo, hi, window, strict=True))
+        out[(slice(None), *dst)] = logits[(slice(None), *src)].float()
+    return out
+
+
 def _positive(block: torch.Tensor) -> torch.Tensor:
     return block[0] > 0
 
@@ -396,30 +420,34 @@ class FaceSegmenter:
     def _predict_fast(
         self, kji: np.ndarray, spacing: tuple[float, ...], slope: float, inter: float
     ) -> np.ndarray:
-        """nnU-Net's sliding window restricted to the tiles that touch the body's box.
+        """nnU-Net's sliding window restricted to the tiles that reach the body.
 
         The model grid, the tile positions, the Gaussian weighting and its half-precision
-        accumulation are nnU-Net's for the whole field of view, so inside the box the logits are
-        those of the whole-image run (given the same resampled input); tiles that cannot reach
-        the box are not computed, and the mask outside the box is background.
+        accumulation are nnU-Net's for the whole field of view. Only tiles holding body (grown
+        by ``BOX_MARGIN_MM``) run; every tile covering such a voxel does, so there the logits are
+        those of the whole-image run (given the same resampled input). Elsewhere the mask is
+        background.
         """
         assert self._network is not None
         config = self._network.config
         patch = [int(p) for p in config.patch_size]
         full = grid.target_shape(kji.shape, spacing, [float(t) for t in config.spacing])
         threshold = (BODY_HU - inter) / slope if slope > 0 else -np.inf
-        box = grid.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM)
         mask = np.zeros(kji.shape, dtype=bool)
-        if box is None:
+        cells = grid.body_cells(kji, spacing, threshold)
+        if cells is None:
             return mask
+        box = grid.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=cells)
+        assert box is not None
         target = [float(t) for t in config.spacing]
+        region = grid.body_on_grid(cells, kji.shape, full, target, BOX_MARGIN_MM)
         data_orders, data_axis = interpolation_orders(config.resampling_data[1], spacing, target)
         prob_orders, _ = interpolation_orders(config.resampling_probabilities[1], target, spacing)
         needed = [
             grid.source_window(n_low, n, (b.start, b.stop), order=order)
             for n_low, n, b, order in zip(full, kji.shape, box, prob_orders, strict=True)
         ]
-        plan = plan_tiles(full, patch, needed, self.tile_step_size)
+        plan = plan_tiles(full, patch, needed, self.tile_step_size, region)
         volume = kji if kji.dtype.type in _TORCH_DTYPES and kji.dtype.isnative else None
         if volume is None:  # torch cannot index this dtype: a float32 copy
             volume = kji.astype(np.float32)
@@ -436,18 +464,21 @@ class FaceSegmenter:
             _clip_to_source_range(low, source, transform, data_axis, maps)
         del source
         low = torch.nn.functional.pad(low, plan.padding)[None, None]
-        logits = self._network.logits(low, plan.tiles)
+        window_logits = self._network.logits(low, plan.tiles)
         del low
-        inner = tuple(
-            slice(a - w0, b - w0) for (a, b), (w0, _) in zip(needed, plan.window, strict=True)
-        )
-        logits = logits[(slice(None), *inner)].float()
+        logits = _crop_or_pad(window_logits, plan.window, needed)
+        del window_logits
+        outside = torch.from_numpy(~region[tuple(slice(a, b) for a, b in needed)])
+        outside = outside.to(self.device)
         if config.has_regions:
             decide = _any_region
+            logits[:, outside] = -_FAR
         elif logits.shape[0] == 2:  # linear interpolation commutes with the difference
             logits, decide = (logits[1] - logits[0])[None], _positive
+            logits[:, outside] = -_FAR
         else:
             decide = _not_background
+            logits[0, outside] = _FAR
         up = [
             grid.axis_map(n_low, n, (b.start, b.stop), order=order, offset=a, device=self.device)
             for n_low, n, b, (a, _), order in zip(
