@@ -160,7 +160,7 @@ class PostProcess:
     bone_hu: float = 600.0
     air_hu: float = -500.0
     margin_mm: float = 6.0
-    cell_mm: float = 1.5
+    cell_mm: float = 2.0
 
 
 def postprocess(

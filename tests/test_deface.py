@@ -151,7 +151,7 @@ def test_apply_fill_in_place_fills_the_source_array() -> None:
 
 
 def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
-    """At 0.45 x 0.45 x 0.6 mm the distance is measured on ~1.35 mm cells: the margin never gets
+    """At 0.45 x 0.45 x 0.6 mm the distance is measured on ~1.8 mm cells: the margin never gets
     thinner than margin_mm and stays within margin_mm + 2 cell diagonals."""
     from scipy import ndimage
 
@@ -167,6 +167,7 @@ def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
     out = postprocess(mask, hu, spacing, params)
     exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
     assert out[exact <= 6.0].all()  # at least the margin
-    cell = np.sqrt(sum((2 * s) ** 2 for s in spacing))  # strides (3, 3, 2): 2 spacings off centre
+    strides = [int(params.cell_mm / s + 1e-9) for s in spacing]  # (4, 4, 3) voxels per cell
+    cell = np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(strides, spacing, strict=True)))
     assert not out[exact > 6.0 + 2 * cell].any()
     assert out.sum() < (exact <= 6.0 + 2 * cell).sum()
