@@ -145,15 +145,15 @@ REGISTRY: Mapping[str, RegistryEntry] = MappingProxyType(
                 {
                     f"fold_all/{CHECKPOINT_NAME}": (
                         5720425,
-                        "2a41affb7a93b8d3c9e63553bc18a9699dac62a499fb7675de04200173e98b14",
+                        "314b1e66cd523061f4f261f17416716b4a9ae67497314989e47af47fce442513",
                     ),
                     "plans.json": (
                         5487,
-                        "505466767e678690e28bbca40275d1ceefec91a41049dc66737648561e68daa6",
+                        "d9b4d8e44e1002b51add61984a1a6e191cc7190752cbb71f7196170662be91ae",
                     ),
                     "dataset.json": (
                         235,
-                        "a1475dff478df1907a3050f967446923c13d4aca0305f808414d569797e7d750",
+                        "04e5aa70e97cac6c58f3ecbedbeef135e0137b3d3601e60de4badb1079ac1819",
                     ),
                 }
             ),
