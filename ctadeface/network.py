@@ -228,12 +228,6 @@ class Network:
         self._weights = weights
         self._loaded = 0  # index of the fold whose weights the module holds
 
-    def warm_up(self) -> None:
-        """One tile of zeros, so one-off kernel set-up is not charged to the first scan."""
-        x = torch.zeros((1, self.config.channels, *self.config.patch_size), device=self.device)
-        with torch.inference_mode(), self._autocast():
-            self._module(x)
-
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision in ("fp16", "bf16"):
             dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16

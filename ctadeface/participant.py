@@ -178,8 +178,10 @@ def deface_scan(
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
     image = load(scan.path)
+    loading = time.perf_counter()  # models load once per run; their time is not this scan's
     segmenter = get_segmenter()
     verifier = get_verifier()
+    t0 += time.perf_counter() - loading
     mask = segmenter.predict(image.data, image.spacing, slope=image.slope, inter=image.inter)
     mask = np.asarray(mask, dtype=bool)
     if settings.postprocess:

@@ -301,7 +301,7 @@ class FaceSegmenter:
             self._predictor = self._nnunet_predictor()
         else:
             assert self._network is not None
-            self._network.warm_up()
+            self._warm_up()
         self.load_seconds = time.perf_counter() - t0
         log.info(
             "loaded model %s (%s, folds %s) on %s, tta %s, %s, in %.2f s",
@@ -313,6 +313,18 @@ class FaceSegmenter:
             "exact nnU-Net pipeline" if self.exact else f"fast path, {self.precision}",
             self.load_seconds,
         )
+
+    def _warm_up(self) -> None:
+        """Segment a small synthetic head once, so that one-off costs (kernel set-up, lazy
+        imports, first allocations) count as model load, not as the first scan's time."""
+        assert self._network is not None
+        target = self._network.config.spacing
+        shape = [max(int(p), 8) for p in self._network.config.patch_size]
+        idx = np.indices(shape, dtype=np.float32)
+        radius = sum(((idx[a] - n / 2) / (0.35 * n)) ** 2 for a, n in enumerate(shape))
+        head = np.where(radius < 1.0, 40, -1000).astype(np.int16)
+        with torch.inference_mode():
+            self._predict_fast(head, tuple(0.8 * float(t) for t in target), 1.0, 0.0)
 
     def _load_network(self) -> Network:
         model = self.model
