@@ -89,15 +89,35 @@ def make_inputs(work: Path, vhp: Path = VHP) -> dict[str, Path]:
     return inputs
 
 
-def one_scan_dataset(source: Path, root: Path) -> Path:
-    """A BIDS dataset holding ``source`` (linked) as sub-bench's only CT."""
+def one_scan_dataset(source: Path, root: Path, copies: int = 1) -> Path:
+    """A BIDS dataset holding ``source`` (linked) as the only CT of sub-bench (or of
+    sub-bench1..N for ``copies`` > 1)."""
     if root.exists():
         shutil.rmtree(root)
-    anat = root / "sub-bench" / "anat"
-    anat.mkdir(parents=True)
+    root.mkdir(parents=True)
     (root / "dataset_description.json").write_text('{"Name": "bench", "BIDSVersion": "1.10.0"}')
-    os.symlink(source.resolve(), anat / "sub-bench_ct.nii.gz")
+    for n in range(copies):
+        label = "bench" if copies == 1 else f"bench{n + 1}"
+        anat = root / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True)
+        os.symlink(source.resolve(), anat / f"sub-{label}_ct.nii.gz")
     return root
+
+
+def run_ours_batch(source: Path, work: Path, model: str, device: str, copies: int) -> dict:
+    """(a) on a dataset of ``copies`` links to ``source``, one process: per-scan times (the
+    next scan is read while one is segmented), whole-process wall time and peak RSS."""
+    bids = one_scan_dataset(source, work / "bids-batch", copies)
+    out = work / "ours-batch"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
+    stats = _time_v([*cmd, "--device", device, "-w", str(work / "run-work"), "--no-verify"])
+    scans = sorted(
+        float(json.loads(p.read_text())["Defacing"]["DurationSeconds"])
+        for p in out.rglob("*_desc-defaced_ct.json")
+    )
+    stats.pop("stdout", None)
+    return {**stats, "scans_s": scans, "copies": copies}
 
 
 def run_ours(
@@ -240,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ctadeface-bench")
     p.add_argument("--only", action="append", help="input name(s) to run (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for (a) and (b) alike")
+    p.add_argument("--batch", type=int, default=4, help="scans in the one-process run of (a)")
     p.add_argument("--vhp", type=Path, default=VHP, help="the Visible Human head (if present)")
     p.add_argument(
         "--reference-reader",
@@ -281,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs[which].append(stats)
                 print(f"{name} run {i + 1} {which}: {stats}", flush=True)
         _, masks["a"] = run_ours(source, args.work, args.model, args.device, ("--no-postprocess",))
+        res_batch = run_ours_batch(source, args.work, args.model, args.device, args.batch)
+        print(f"{name} batch of {args.batch}: {res_batch}", flush=True)
         image = load_ct(source)
         b_post = postprocess(masks["b"], image.hu_view(), image.spacing)
         res: dict = {
@@ -288,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in runs.items()
         }
         res["precision"] = runs["a"][0]["precision"]
+        res["batch"] = res_batch
         res["device"] = gpu_name() if args.device.startswith("cuda") else "cpu"
         a_scan = res["a"]["scan_s"]["median"]
         med = {k: res[k]["wall_s"]["median"] for k in res if k in "abc"}
@@ -344,6 +368,14 @@ def report(results: dict[str, dict], model: str, runs: int) -> str:
             f"precision {res['precision']}, peak RSS = {res['rss_over_int16']:.1f} x the int16 "
             f"volume ({res['int16_volume_mib']:.0f} MiB); above the {res['baseline_rss_mib']:.0f} "
             f"MiB of imports and model: {res['rss_above_baseline_over_int16']:.1f} x | | | | |"
+        )
+        batch = res["batch"]
+        median = statistics.median(batch["scans_s"])
+        lines.append(
+            f"| {name} | (a) {batch['copies']} scans in one run: per scan median {median:.2f} s "
+            f"[{min(batch['scans_s']):.2f}-{max(batch['scans_s']):.2f}], a/c = "
+            f"{median / res['c']['io_s']['median']:.2f}; process {batch['wall_s']:.1f} s, "
+            f"peak RSS {batch['peak_rss_mib']:.0f} MiB | | | | |"
         )
     return "\n".join(lines) + "\n"
 
