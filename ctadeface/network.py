@@ -227,6 +227,7 @@ class Network:
         self._module = module.to(device).eval()
         self._weights = weights
         self._loaded = 0  # index of the fold whose weights the module holds
+        self._tile_weights = gaussian(config.patch_size, device)  # the same for every scan
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision in ("fp16", "bf16"):
@@ -248,7 +249,7 @@ class Network:
     def logits(self, x: torch.Tensor, tiles: Sequence[tuple[slice, ...]]) -> torch.Tensor:
         """Gaussian-weighted logits (C, ...) of ``x`` (1, C_in, ...) over ``tiles``, averaged over
         the folds; voxels no tile covers are 0/0 = NaN."""
-        weight_map = gaussian(self.config.patch_size, self.device)
+        weight_map = self._tile_weights
         total = None
         for fold, params in enumerate(self._weights):
             if fold != self._loaded:
