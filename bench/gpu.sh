@@ -6,7 +6,7 @@
 #    - py3.12 manylinux wheels of what the GPU image lacks (the image has torch, numpy, scipy,
 #      scikit-image, pandas, matplotlib...; see /work/.library/device/KINDS.md);
 #    - the Visible Human head, if it fits.
-# 2. On the machine (device tool: carry [".gpu"], timeout_s 540):
+# 2. On the machine (device tool: carry [".gpu"], timeout_s 580):
 #        bash bench/gpu.sh run
 #    installs the wheels into /tmp/site, makes the CTA-DEFACE stand-in (bench/standin_model.py:
 #    the published architecture, random weights), runs bench/benchmark.py with --device cuda
@@ -54,26 +54,56 @@ prepare() {
 
 run() {
     : "${OUT:?run this on the device machine (OUT unset)}"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$GPU"/wheels/*.whl
+    # Rehearse here on the CPU with: OUT=/tmp/o PY=.venv/bin/python DEVICE=cpu SMOKE_ONLY=1
+    local py="${PY:-python3}" device="${DEVICE:-cuda}" t0=$SECONDS
     mkdir -p /tmp/stub && : >/tmp/stub/SimpleITK.py # imported, unused with NibabelIO
     export PYTHONPATH="/tmp/site:$HERE:/tmp/stub" PYTHONUNBUFFERED=1
-    python3 bench/standin_model.py /tmp/standin >/dev/null
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-    local vhp=()
+    if ! "$py" -c "import nnunetv2, bids, isal" 2>/dev/null; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site "$GPU"/wheels/*.whl
+    fi
+    "$py" bench/standin_model.py /tmp/standin >/dev/null
+    echo "set-up: $((SECONDS - t0)) s" | tee -a "$OUT/log.txt"
+    if [ "$device" = cuda ]; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    fi
+    bench() { # name timeout args...: one benchmark.py run, its log appended to $OUT/log.txt
+        local name=$1 limit=$2
+        shift 2
+        echo "== $name ($((SECONDS - t0)) s)" | tee -a "$OUT/log.txt"
+        timeout "$limit" "$py" bench/benchmark.py --device "$device" --reference-reader NibabelIO \
+            --work "/tmp/bench-$name" --out "/tmp/results-$name" "$@" >>"$OUT/log.txt" 2>&1
+    }
+    local standin=/tmp/standin/Dataset001_DEFACE smoke=(--runs 1 --batch 1 --vhp /none
+        --phantom-shape 128,128,80)
+    # Smoke first (tiny phantom, one run): a broken set-up fails in seconds, not minutes.
+    bench smoke-open 90 --model open "${smoke[@]}" || {
+        tail -n 40 "$OUT/log.txt"
+        echo "smoke run of the open model failed: stopping" >&2
+        exit 1
+    }
+    local standin_ok=1
+    bench smoke-standin 90 --model "$standin" "${smoke[@]}" || {
+        standin_ok=0
+        tail -n 40 "$OUT/log.txt"
+        echo "smoke run of the stand-in failed: only the open model runs" >&2
+    }
+    [ -z "${SMOKE_ONLY:-}" ] || return 0
+    local vhp=(--vhp /none)
     [ -f "$GPU/vhp_female_head.nii.gz" ] && vhp=(--vhp "$GPU/vhp_female_head.nii.gz")
-    for model in open /tmp/standin/Dataset001_DEFACE; do
-        local name
-        name=$(basename "$model")
-        timeout 240 python3 bench/benchmark.py --device cuda --runs 3 --model "$model" \
-            --reference-reader NibabelIO \
-            --work "/tmp/bench-$name" --out "/tmp/results-$name" "${vhp[@]}" 2>&1 \
-            | tee -a "$OUT/log.txt" || echo "benchmark of $name failed or ran out of time" \
-            | tee -a "$OUT/log.txt"
+    bench open "${OPEN_LIMIT:-240}" --runs 3 --model open "${vhp[@]}" ||
+        echo "benchmark of open failed or ran out of time" | tee -a "$OUT/log.txt"
+    if [ "$standin_ok" = 1 ]; then # the published architecture: the CTA-sized phantom only
+        bench standin "${STANDIN_LIMIT:-150}" --runs 3 --model "$standin" --vhp /none ||
+            echo "benchmark of the stand-in failed or ran out of time" | tee -a "$OUT/log.txt"
+    fi
+    for name in open standin; do
         for f in results.md results.json; do
             [ -f "/tmp/results-$name/$f" ] && cp "/tmp/results-$name/$f" "$OUT/$name-$f"
         done
     done
+    echo "done in $((SECONDS - t0)) s" | tee -a "$OUT/log.txt"
+    tail -n 30 "$OUT/log.txt"
 }
 
 case "${1:-}" in

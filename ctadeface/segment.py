@@ -281,6 +281,8 @@ class FaceSegmenter:
         self.tile_step_size = 0.5
         self.device = choose_device(device)
         self.precision = choose_precision(precision, self.device)
+        if self.device.type == "cuda":  # as nnUNetPredictor: tiles have one shape, tune once
+            torch.backends.cudnn.benchmark = True
         if nprocs is not None:
             if nprocs < 1:
                 raise UsageError(f"--nprocs {nprocs}: must be at least 1")
