@@ -85,17 +85,42 @@ def body_on_grid(
     margin_mm: float,
 ) -> np.ndarray:
     """The body cells sampled on a grid of ``shape`` voxels of ``spacing`` mm covering the
-    source grid (nnU-Net's resampling convention), grown by ``margin_mm`` (as a box)."""
-    from scipy import ndimage
+    source grid (nnU-Net's resampling convention), grown by ``margin_mm`` (as a box).
 
+    The same as sampling the cells at nearest neighbour and then a box maximum filter of
+    ``2 * ceil(margin_mm / spacing) + 1`` voxels (zeros outside), but computed one axis at a
+    time on the few distinct cells and windows each axis has, so that only the result is
+    full size (a full-resolution model grid has ~10^8 voxels).
+    """
     coarse, steps = cells
-    index = []
-    for n_src, n, step, n_cells in zip(source_shape, shape, steps, coarse.shape, strict=True):
+    grown = coarse
+    for axis, (n_src, n, step, n_cells, sp) in enumerate(
+        zip(source_shape, shape, steps, coarse.shape, spacing, strict=True)
+    ):
         source = (np.arange(n) + 0.5) * (n_src / n) - 0.5
-        index.append(np.clip(np.floor(source / step + 0.5).astype(int), 0, n_cells - 1))
-    sampled = coarse[np.ix_(*index)]
-    size = [2 * int(np.ceil(margin_mm / s)) + 1 for s in spacing]
-    return ndimage.maximum_filter(sampled, size=size, mode="constant", cval=False)
+        index = np.clip(np.floor(source / step + 0.5).astype(int), 0, n_cells - 1)
+        grown = _grow_nearest(grown, axis, index, int(np.ceil(margin_mm / sp)))
+    return grown
+
+
+def _grow_nearest(cells: np.ndarray, axis: int, index: np.ndarray, radius: int) -> np.ndarray:
+    """``cells`` sampled along ``axis`` at ``index`` (non-decreasing), then any() over a
+    window of ``radius`` output voxels each side (clipped at the ends).
+
+    ``index`` being monotone, a window holds exactly the distinct cells between those at its
+    two ends, so the result is a difference of cumulative sums over the distinct cells.
+    """
+    used, where = np.unique(index, return_inverse=True)
+    counts = np.cumsum(np.take(cells, used, axis=axis), axis=axis, dtype=np.int32)
+    pad = [(0, 0)] * cells.ndim
+    pad[axis] = (1, 0)
+    counts = np.pad(counts, pad)
+    out = np.arange(index.size)
+    lo = where[np.clip(out - radius, 0, index.size - 1)]
+    hi = where[np.clip(out + radius, 0, index.size - 1)]
+    windows, which = np.unique(np.stack([lo, hi]), axis=1, return_inverse=True)
+    hit = np.take(counts, windows[1] + 1, axis=axis) > np.take(counts, windows[0], axis=axis)
+    return np.take(hit, which.ravel(), axis=axis)
 
 
 def target_shape(

@@ -102,3 +102,40 @@ def test_body_box_stays_inside_the_grid(spacing) -> None:
     volume = np.full((40, 40, 40), 40, np.int16)
     box = grid.body_box(volume, spacing, -500, margin_mm=30.0)
     assert box == (slice(0, 40), slice(0, 40), slice(0, 40))
+
+
+def _sampled_then_max_filter(cells, source_shape, shape, spacing, margin_mm) -> np.ndarray:
+    """body_on_grid's definition, the slow way: nearest sampling, then a box maximum filter."""
+    from scipy import ndimage
+
+    coarse, steps = cells
+    index = []
+    for n_src, n, step, n_cells in zip(source_shape, shape, steps, coarse.shape, strict=True):
+        source = (np.arange(n) + 0.5) * (n_src / n) - 0.5
+        index.append(np.clip(np.floor(source / step + 0.5).astype(int), 0, n_cells - 1))
+    size = [2 * int(np.ceil(margin_mm / s)) + 1 for s in spacing]
+    return ndimage.maximum_filter(coarse[np.ix_(*index)], size=size, mode="constant", cval=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cells=st.tuples(*[st.integers(1, 10)] * 3),
+    steps=st.tuples(*[st.integers(1, 8)] * 3),
+    ratio=st.tuples(*[st.floats(0.1, 3.0)] * 3),
+    spacing=st.tuples(*[st.floats(0.3, 6.0)] * 3),
+    margin=st.floats(0.0, 30.0),
+    seed=st.integers(0, 2**16),
+)
+def test_body_on_grid_is_nearest_sampling_then_a_box_maximum_filter(
+    cells, steps, ratio, spacing, margin, seed
+) -> None:
+    rng = np.random.default_rng(seed)
+    coarse = rng.random(cells) < rng.uniform(0.0, 0.3)
+    source = [max(1, c * s - int(rng.integers(0, s))) for c, s in zip(cells, steps, strict=True)]
+    shape = [max(1, int(n * r)) for n, r in zip(source, ratio, strict=True)]
+    found = (coarse, list(steps))
+    ours = grid.body_on_grid(found, source, shape, spacing, margin)
+    assert ours.shape == tuple(shape)
+    np.testing.assert_array_equal(
+        ours, _sampled_then_max_filter(found, source, shape, spacing, margin)
+    )

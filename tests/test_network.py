@@ -13,12 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctadeface.network import (
+    Network,
     UnsupportedModel,
     gaussian,
     load_checkpoint,
     load_network,
     separate_axis,
     tile_starts,
+    tiles_per_pass,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +124,27 @@ def test_the_fast_path_does_not_import_nnunet(tmp_path: Path) -> None:
         timeout=300,
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_tiles_in_one_pass_sum_to_the_same_logits_as_one_by_one() -> None:
+    folder = _folder(TINY)
+    config, module, weights = load_network(
+        folder, "3d_fullres", ["all"], "checkpoint_final.pth", folder.name.split("__")[0]
+    )
+    cpu = torch.device("cpu")
+    assert tiles_per_pass(module, config, cpu) == 1
+    patch = [int(p) for p in config.patch_size]
+    shape = [p + p // 2 for p in patch]
+    starts = tile_starts(shape, patch, 0.5)
+    tiles = [
+        (slice(a, a + patch[0]), slice(b, b + patch[1]), slice(c, c + patch[2]))
+        for a in starts[0]
+        for b in starts[1]
+        for c in starts[2]
+    ]
+    assert len(tiles) > 3
+    x = torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(1))
+    one = Network(module, weights, config, cpu, batch=1).logits(x, tiles)
+    three = Network(module, weights, config, cpu, batch=3).logits(x, tiles)
+    # the sums are nnU-Net's fp16 ones: a batched convolution may round one fp16 step apart
+    torch.testing.assert_close(three, one, rtol=2**-9, atol=1e-3)
