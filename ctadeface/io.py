@@ -344,17 +344,43 @@ def _link_once(tmp: Path, path: Path) -> None:
             os.replace(tmp, path)
 
 
-def write_image_atomic(path: Path, data: np.ndarray, like: CTImage) -> None:
-    """Write ``data`` (same grid as ``like``) as NIfTI at ``path`` (``.nii`` or ``.nii.gz``)."""
+def write_image_atomic(path: Path, data: np.ndarray, like: CTImage) -> str:
+    """Write ``data`` (same grid as ``like``) as NIfTI at ``path`` (``.nii`` or ``.nii.gz``);
+    return the hex sha256 of the file written (a ``.nii.gz`` is hashed as it is written)."""
     if data.shape != like.data.shape:
         raise ValueError(f"shape {data.shape} does not match the source grid {like.data.shape}")
     img = image_like(data, like)
     with _atomic_path(path) as tmp:
         if path.name.endswith(".gz"):
-            with _gzip.open(tmp, "wb", compresslevel=COMPRESS_LEVEL) as fh:
-                img.to_stream(fh)
+            with open(tmp, "wb") as raw:
+                hashed = _HashingWriter(raw)
+                with _gzip.GzipFile(
+                    fileobj=hashed, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0
+                ) as fh:
+                    img.to_stream(fh)
+            digest = hashed.hexdigest()
         else:
             nib.save(img, str(tmp))
+            digest = sha256_file(tmp)
+    return digest
+
+
+class _HashingWriter:
+    """A binary file wrapper that hashes (sha256) what goes through ``write``."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self._digest.update(data)
+        return int(self._raw.write(data))
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -210,9 +210,9 @@ def deface_scan(
                 verification.get("face_p_after", float("nan")),
             )
 
-    write_image_atomic(paths.mask, mask.view(np.uint8), image)
+    mask_sha256 = write_image_atomic(paths.mask, mask.view(np.uint8), image)
     write_text_atomic(paths.mask_json, to_json(mask_sidecar(scan)))
-    write_image_atomic(paths.defaced, defaced, image)
+    defaced_sha256 = write_image_atomic(paths.defaced, defaced, image)
     if figure is not None:
         write_bytes_atomic(paths.figure, figure)
     model = segmenter.describe()
@@ -231,7 +231,7 @@ def deface_scan(
         "DurationSeconds": round(time.perf_counter() - t0, 3),
         "InputSHA256": request["InputSHA256"],
         "Request": dict(request),
-        "OutputSHA256": {"defaced": sha256_file(paths.defaced), "mask": sha256_file(paths.mask)},
+        "OutputSHA256": {"defaced": defaced_sha256, "mask": mask_sha256},
         "MaskVoxels": n_voxels,
         "MaskVolumeMl": round(volume_ml, 3),
         "Status": status,

@@ -260,3 +260,14 @@ def test_loaded_array_is_fortran_ordered_and_writable(tmp_path):
     ct = load_ct(path)
     assert ct.data.flags.f_contiguous and ct.data.flags.writeable
     np.testing.assert_array_equal(ct.data, np.asanyarray(nib.load(path).dataobj.get_unscaled()))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_write_image_returns_the_sha256_of_the_file_and_is_reproducible(tmp_path, suffix):
+    _save(tmp_path / "src.nii.gz", np.int16, 1.0, 0.0)
+    image = load_ct(tmp_path / "src.nii.gz")
+    first = write_image_atomic(tmp_path / f"a{suffix}", image.data, image)
+    second = write_image_atomic(tmp_path / f"b{suffix}", image.data, image)
+    assert first == sha256_file(tmp_path / f"a{suffix}")
+    assert first == second  # no time stamp or temp name in the gzip header
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / f"b{suffix}").dataobj), image.data)

@@ -808,7 +808,15 @@ def test_disk_full_while_writing(three, tmp_path, capsys, monkeypatch, what):
 
     def write_image(img, file_map=None, **kwargs):  # under nib.save and to_stream alike
         holder = (file_map or img.file_map)["image"]
-        full(Path(holder.filename or holder.fileobj.name))
+        if holder.fileobj is None:
+            full(Path(holder.filename))
+        elif calls["n"] + 1 >= 3:  # a stream: some bytes reach the (temporary) file first
+            calls["n"] += 1
+            holder.fileobj.write(b"partial")
+            holder.fileobj.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        else:
+            calls["n"] += 1
         return real_write_image(img, file_map, **kwargs)
 
     def write_text(self: Path, text: str, *args, **kwargs):
