@@ -155,12 +155,17 @@ class PostProcess:
             per cell; one voxel per cell where voxels are larger, which is exact). On coarser
             cells the margin is widened by the cells' size so that it is never thinner than
             ``margin_mm``; it may reach about ``margin_mm`` + 2 cell diagonals.
+        body_reach_mm: mask voxels farther than this from the patient (the largest connected
+            part above ``air_hu``, sampled on ~4 mm cells, as the fast path finds it) are not
+            face and are dropped (network false positives in the air, on a table or a wrap);
+            0 keeps them.
     """
 
     bone_hu: float = 600.0
     air_hu: float = -500.0
     margin_mm: float = 6.0
     cell_mm: float = 2.0
+    body_reach_mm: float = 30.0
 
 
 def postprocess(
@@ -190,6 +195,8 @@ def postprocess(
         for idx, p, n in zip(_occupied(mask), pad, mask.shape, strict=True)
     )
     sub_mask = mask[box]
+    if params.body_reach_mm > 0:
+        sub_mask = sub_mask & _near_body(hu, spacing, box, params)
     near = _near(sub_mask, spacing, strides, reach) if reach > 0 else sub_mask
     out = np.zeros_like(mask, dtype=bool)
     last = box[2]
@@ -224,6 +231,31 @@ def _near(
         if st > 1:
             near = np.repeat(near, st, axis=axis)
     return near[tuple(slice(0, n) for n in mask.shape)]
+
+
+def _near_body(
+    hu: np.ndarray | HUView,
+    spacing: tuple[float, float, float],
+    box: tuple[slice, ...],
+    params: PostProcess,
+) -> np.ndarray:
+    """Voxels of ``box`` within ``params.body_reach_mm`` of the patient's body cells (a voxel
+    takes the distance of its nearest cell)."""
+    from scipy import ndimage
+
+    from . import grid  # imports torch: not needed by light commands that import this module
+
+    found = grid.body_cells(hu, spacing, params.air_hu)
+    if found is None:
+        return np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+    cells, steps = found
+    sampling = [st * s for st, s in zip(steps, spacing, strict=True)]
+    distance = ndimage.distance_transform_edt(~cells, sampling=sampling)
+    index = [
+        np.clip(np.floor(np.arange(b.start, b.stop) / st + 0.5).astype(int), 0, n - 1)
+        for b, st, n in zip(box, steps, cells.shape, strict=True)
+    ]
+    return distance[np.ix_(*index)] <= params.body_reach_mm
 
 
 def _occupied(mask: np.ndarray) -> list[np.ndarray]:

@@ -171,3 +171,24 @@ def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
     cell = np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(strides, spacing, strict=True)))
     assert not out[exact > 6.0 + 2 * cell].any()
     assert out.sum() < (exact <= 6.0 + 2 * cell).sum()
+
+
+def test_postprocess_drops_mask_far_from_the_patient() -> None:
+    """Network false positives in the air or on a separate object (a wrap, a table) more than
+    body_reach_mm from the patient are not face; the patient is the largest body part."""
+    from ctadeface.deface import PostProcess, postprocess
+
+    spacing = (2.0, 2.0, 2.0)
+    idx = np.indices((80, 80, 60)).astype(np.float32) * 2.0
+    radius = np.sqrt(((idx - np.array([60.0, 60.0, 60.0]).reshape(3, 1, 1, 1)) ** 2).sum(0))
+    hu = np.where(radius < 40.0, 40.0, -1000.0).astype(np.float32)  # the head
+    hu[70:74, 70:74, 5:9] = 40.0  # a small separate object ~ 80 mm from it
+    mask = np.zeros(hu.shape, bool)
+    mask[30:34, 28:32, 30:34] = True  # on the head's surface
+    mask[70:74, 70:74, 5:9] = True  # on the object
+    mask[5:8, 70:73, 50:53] = True  # in the air, ~ 60 mm from the head
+    out = postprocess(mask, hu, spacing, PostProcess(margin_mm=4.0))
+    assert out[30:34, 28:32, 30:34].all()
+    assert not out[60:, 60:, :15].any() and not out[:12, 64:, 44:].any()
+    kept = postprocess(mask, hu, spacing, PostProcess(margin_mm=4.0, body_reach_mm=0.0))
+    assert kept[70:74, 70:74, 5:9].all() and kept[5:8, 70:73, 50:53].all()
