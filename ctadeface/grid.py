@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage  # imported with the module, not during a scan's first segmentation
 
 #: A box of a 3D grid: one slice per axis (start, stop; step 1).
 Box = tuple[slice, slice, slice]
@@ -38,8 +39,6 @@ def body_cells(
         (cells, steps): a bool array on ``volume[::steps[0], ::steps[1], ::steps[2]]``, or None
         when nothing in the scan is above ``threshold``.
     """
-    from scipy import ndimage
-
     steps = [max(1, int(step_mm // max(s, 1e-6))) for s in spacing]
     cells = np.asarray(volume[:: steps[0], :: steps[1], :: steps[2]]) > threshold
     if not cells.any():
@@ -165,8 +164,6 @@ def _source_coordinate(n_in: int, n_out: int, index: torch.Tensor) -> torch.Tens
 @functools.cache
 def _spline_prefilter() -> np.ndarray:
     """Impulse response of scipy's cubic B-spline prefilter, samples -R..R (R = reach + 2)."""
-    from scipy import ndimage
-
     reach = SPLINE_REACH + 2
     impulse = np.zeros(8 * reach + 1)
     impulse[4 * reach] = 1.0
