@@ -18,7 +18,7 @@ open model and is an independent check of any model. Steps (all lengths in mm, H
    ears (``tragus_behind_tip_mm`` behind the nose tip, plus ``tragus_margin_mm``), at most
    ``max_depth_mm`` behind the skin front, down to at most ``hyoid_max_below_tip_mm`` below the
    nose tip; under the chin within ``submental_half_width_mm`` of the midline. The mask is
-   the region within ``air_margin_mm`` of the body (soft tissue, devices on the skin and the air
+   the region within ``air_margin_mm`` of the skin (the main body, devices opened away; the air
    in front), brought back to the stored grid, minus voxels above ``bone_hu``.
 
 No face (no protruding nose near the midline) gives an empty mask.
@@ -60,8 +60,14 @@ class AnnotateParams:
     max_tilt_deg: float = 30.0  # yaw/roll search range
     max_pitch_deg: float = 25.0  # a facial line tilted more than this is not trusted
     forehead_mm: float = 40.0  # mask top above the supraorbital rims
+    rim_depth_mm: float = 4.0  # the orbit opening's edge: bone front recedes more than this
+    rim_above_hole_max_mm: float = 10.0  # ... at most this far above the deep orbit hole
     rim_above_tip_mm: float = 47.0  # rims above the nose tip when the orbits are not seen
     orbit_depth_mm: float = 12.0  # bone-front hole deeper than this is an orbit/aperture
+    aperture_depth_mm: float = 25.0  # piriform aperture: the nasal cavity behind is this deep
+    aperture_band_mm: float = 10.0  # piriform aperture: within this of the nose tip's x
+    aperture_z_mm: tuple[float, float] = (10.0, 25.0)  # and this far below/above the tip
+    cut_check_mm: float = 6.0  # no body this far below the lowest jaw bone: jaw cut by the FOV
     hyoid_below_menton_mm: float = 12.0  # mask bottom below the menton
     hyoid_below_tip_mm: float = 90.0  # mask bottom below the nose tip when no menton is seen
     hyoid_max_below_tip_mm: float = 110.0  # the mask bottom never lies lower than this
@@ -284,10 +290,12 @@ def _symmetry(c: _Grid, bone: Arr, p: AnnotateParams) -> tuple[float, float, Arr
 
 @dataclass(frozen=True)
 class _Maps:
-    """Per (x, z) column of a head grid: most anterior skin and bone y (mm; nan if none)."""
+    """Per (x, z) column of a head grid: most anterior skin and bone y (mm; nan if none); and
+    the body itself (bool, on the head grid: devices, thin sheets and the table opened away)."""
 
     skin: Arr
     bone: Arr
+    body: Arr
 
 
 def _front(mask: Arr, ys: Arr) -> Arr:
@@ -302,7 +310,7 @@ def _maps(h: _Grid, p: AnnotateParams) -> _Maps:
     ys = h.coords(1)
     body = ndi.binary_opening(h.data > p.body_hu, structure=ndi.generate_binary_structure(3, 1))
     body = _largest_component(body)
-    return _Maps(_front(body, ys), _front(h.data > p.bone_front_hu, ys))
+    return _Maps(_front(body, ys), _front(h.data > p.bone_front_hu, ys), body)
 
 
 def _fill(a: Arr, value: float) -> Arr:
@@ -316,12 +324,19 @@ def _bone_front(m: _Maps, h: _Grid, p: AnnotateParams) -> tuple[Arr, Arr]:
     return bo, ndi.grey_closing(bo, footprint=_disk(p.hole_close_mm, h.spacing))
 
 
-def _nose_tip(h: _Grid, m: _Maps, bf: Arr, p: AnnotateParams) -> tuple[int, int, float] | None:
+def _nose_tip(
+    h: _Grid, m: _Maps, fronts: tuple[Arr, Arr], p: AnnotateParams
+) -> tuple[int, int, float] | None:
     """Index (ix, iz) of the nose tip and its protrusion (mm), or None.
 
     The tip is the most anterior point of a protrusion of the skin height map near the midline
     that is narrow, on a head-sized body section and has the facial skeleton close behind it.
+    Points with the piriform aperture behind them are preferred (a hole of the bone front deeper
+    than ``aperture_depth_mm``: the nasal cavity, within ``aperture_band_mm`` in x and
+    ``aperture_z_mm`` below/above the point): the chin of a head tilted back can protrude as
+    far as the nose, and touch it in one protrusion, but it has the solid mandible behind it.
     """
+    bo, bf = fronts
     valid = np.isfinite(m.skin)
     if not valid.any():
         return None
@@ -329,25 +344,49 @@ def _nose_tip(h: _Grid, m: _Maps, bf: Arr, p: AnnotateParams) -> tuple[int, int,
     fp = _disk(p.nose_open_mm, h.spacing)
     # opening that ignores empty columns (no protrusion at the edge of the body or the grid)
     top = np.where(valid, s - ndi.grey_dilation(ndi.grey_erosion(s, footprint=fp), footprint=fp), 0)
-    xs = h.coords(0)
+    xs, zs = h.coords(0), h.coords(2)
     band = np.abs(xs) <= p.midline_band_mm / 2.0
     top[~band, :] = 0.0
     lab, n = ndi.label(top >= p.nose_min_protrusion_mm)
     if n == 0:
         return None
+    hole = (bf - bo) > p.aperture_depth_mm
     peaks = ndi.maximum(top, lab, np.arange(1, n + 1))
+    first: tuple[int, int, float] | None = None
     for c in np.argsort(-np.asarray(peaks)):
         comp = lab == c + 1
+        # a chin and a nose may touch: keep the rows with the aperture behind them, if any
+        rows = _aperture_rows(hole, xs, zs, comp, p)
+        if (comp & rows[None, :]).any():
+            comp &= rows[None, :]
         sk = np.where(comp & valid, s, -np.inf)
         ix, iz = np.unravel_index(int(np.argmax(sk)), sk.shape)
         y_tip = float(s[ix, iz])
         cols = np.flatnonzero(valid[:, iz])
         width = float(xs[cols[-1]] - xs[cols[0]])
         depth = y_tip - float(bf[ix, iz])
-        if width <= p.max_head_width_mm and p.nose_depth_mm[0] <= depth <= p.nose_depth_mm[1]:
-            return int(ix), int(iz), float(peaks[c])
-        log.debug("nose candidate rejected: width %.0f mm, depth %.0f mm", width, depth)
-    return None
+        if width > p.max_head_width_mm or not p.nose_depth_mm[0] <= depth <= p.nose_depth_mm[1]:
+            log.debug("nose candidate rejected: width %.0f mm, depth %.0f mm", width, depth)
+            continue
+        cand = (int(ix), int(iz), float(peaks[c]))
+        if rows[iz]:
+            return cand
+        log.debug("nose candidate without an aperture behind it at z %.0f mm", zs[iz])
+        first = first or cand
+    return first
+
+
+def _aperture_rows(hole: Arr, xs: Arr, zs: Arr, comp: Arr, p: AnnotateParams) -> Arr:
+    """Per z row: True where a nose tip there would have a bone-front hole (the piriform
+    aperture) within ``aperture_band_mm`` of the component's x and ``aperture_z_mm``
+    below/above it."""
+    below, above = p.aperture_z_mm
+    cx = xs[comp.any(1)]
+    band = (xs >= cx.min() - p.aperture_band_mm) & (xs <= cx.max() + p.aperture_band_mm)
+    hz = zs[hole[band].any(0)]
+    if len(hz) == 0:
+        return np.zeros(len(zs), bool)
+    return ((hz[None, :] >= zs[:, None] - below) & (hz[None, :] <= zs[:, None] + above)).any(1)
 
 
 def _profile(m: _Maps, h: _Grid, p: AnnotateParams) -> Arr:
@@ -437,6 +476,16 @@ def _menton(
     return last_z, last_y
 
 
+def _cut_below(skin: Arr, xs: Arr, zs: Arr, x_tip: float, z: float, p: AnnotateParams) -> bool:
+    """True when no body lies in the midline band within ``cut_check_mm`` below z (mm): the
+    field of view ends there (a real menton has the submental soft tissue below it)."""
+    band = np.abs(xs - x_tip) <= 8.0
+    rows = (zs < z) & (zs >= z - p.cut_check_mm)
+    if not rows.any():
+        return True
+    return not bool(np.isfinite(skin[np.ix_(band, rows)]).any())
+
+
 def _head_grid(w: _Grid, body_pts: Arr, origin: Arr, axes: Arr, g: float) -> _Grid:
     fr = (body_pts - origin) @ axes
     lo = np.floor((fr.min(0) - 16.0) / g) * g
@@ -459,7 +508,7 @@ def _find_head(w: _Grid, p: AnnotateParams) -> tuple[Arr | None, FaceLandmarks, 
         h = _head_grid(w, body_pts, origin, axes, p.grid_mm)
         m = _maps(h, p)
         bo, bf = _bone_front(m, h, p)
-        tip = _nose_tip(h, m, bf, p)
+        tip = _nose_tip(h, m, (bo, bf), p)
         if tip is None:
             log.debug("no nose found: empty mask")
             return None, FaceLandmarks(False, axes, origin, yaw, roll, pitch), h
@@ -496,20 +545,30 @@ def _face_mask(
     hole = (bf - bo) > p.orbit_depth_mm
     zz = zs[None, :]
     xx = np.abs(xs)[:, None]
-    orb = hole & (xx > 12.0) & (xx < 55.0) & (zz > z_tip + 10.0) & (zz < z_tip + 75.0)
-    lab, _ = ndi.label(orb)
+    box = (xx > 12.0) & (xx < 55.0) & (zz > z_tip + 10.0) & (zz < z_tip + 75.0)
+    lab, _ = ndi.label(hole & box)
+    # the rim is the upper edge of the orbit opening, where the bone front starts to recede: the
+    # orbital roof slopes back behind it, so the deep part of the hole begins a little lower
+    shallow, _ = ndi.label(((bf - bo) > p.rim_depth_mm) & box)
     z_rims = []
     for side in (1.0, -1.0):
         sel = (lab > 0) & (np.sign(xs)[:, None] == side)
         if sel.sum() * g * g >= 150.0:
             ids = np.bincount(lab[sel])
             big = lab == int(np.argmax(ids))
-            z_rims.append(float(zs[np.flatnonzero(big.any(0)).max()]))
+            z_deep = float(zs[np.flatnonzero(big.any(0)).max()])
+            edge = np.isin(shallow, np.unique(shallow[big]))
+            z_edge = float(zs[np.flatnonzero(edge.any(0)).max()])
+            z_rims.append(min(z_edge, z_deep + p.rim_above_hole_max_mm))
     orbits_seen = len(z_rims) > 0
     z_rim = float(np.mean(z_rims)) if orbits_seen else z_tip + p.rim_above_tip_mm
     z_top = z_rim + p.forehead_mm
     # menton: follow the anterior bone front of the midline down from the upper jaw
     z_men, y_men = _menton(xs, zs, b0, x_tip, y_tip, z_tip, p)
+    if math.isfinite(z_men) and _cut_below(m.skin, xs, zs, x_tip, z_men, p):
+        # the field of view ends at the jaw: the lowest bone seen is not the menton
+        log.debug("mandible cut by the field of view at z %.0f mm", z_men)
+        z_men, y_men = math.nan, math.nan
     if math.isfinite(z_men):
         z_bot = z_men - p.hyoid_below_menton_mm
     else:
@@ -530,8 +589,8 @@ def _face_mask(
         wide |= (np.abs(xs - x_tip)[:, None] > p.submental_half_width_mm) & (zz < z_men)
     ylim = np.where(outz | wide, np.inf, ylim)
     region = ys[None, :, None] > ylim[:, None, :]
-    body = h.data > p.body_hu
-    near = ndi.distance_transform_edt(~body, sampling=g) <= p.air_margin_mm
+    # the air margin is measured from the skin, not from a shell or sheet lying on it
+    near = ndi.distance_transform_edt(~m.body, sampling=g) <= p.air_margin_mm
     mask = region & near & (h.data <= p.bone_hu)
     yaw, roll, pitch = pose
     nas, pog = line

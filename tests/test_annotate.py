@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from ctadeface.annotate import AnnotateParams, annotate_face, annotate_face_landmarks
-from ctadeface.phantom import MASKABLE, Phantom, Tissue, make_phantom
+from ctadeface.phantom import MASKABLE, Phantom, Shell, Tissue, make_phantom
 
 # Plain heads (arterial phase, no shells, sheets or streaks): the annotator's validated setting.
 SMALL = {
@@ -69,6 +70,28 @@ def test_landmarks_follow_pose(phantoms: dict[int, Phantom]) -> None:
     # the frame's anterior axis is the head's
     y_true = p.head_to_world[:3, 1] / np.linalg.norm(p.head_to_world[:3, 1])
     assert float(lm.frame[:, 1] @ y_true) > np.cos(np.radians(12.0))
+
+
+def test_nose_touching_a_protruding_chin_is_found_by_its_aperture() -> None:
+    # tilted back 17 degrees under a shell, at 3 x 4 mm in-plane: the chin protrudes as far as
+    # the nose and touches it in one skin protrusion; only the nose has the piriform aperture
+    # (the nasal cavity) behind it
+    p = make_phantom(3_000_001, max_voxels=300_000)
+    _, lm = annotate_face_landmarks(p.hu(), p.affine)
+    assert lm.found
+    tip_true = p.head_to_world[:3, :3] @ np.array([0.0, 106.0, -37.0]) + p.head_to_world[:3, 3]
+    assert np.linalg.norm(lm.nose_tip - tip_true) < 15.0
+
+
+def test_air_margin_is_measured_from_the_skin_not_a_shell(phantoms: dict[int, Phantom]) -> None:
+    sheet = Shell(gap_mm=5.0, thickness_mm=2.0, hu=150.0, period_mm=0.0, hole=0.0)
+    p = make_phantom(phantoms[11].spec, shell=sheet)
+    mask = annotate_face(p.hu(), p.affine)
+    body = ~np.isin(p.tissue, (Tissue.AIR, Tissue.SHELL))
+    dist = ndi.distance_transform_edt(~body, sampling=p.spec.spacing)
+    margin = AnnotateParams().air_margin_mm
+    assert (mask & (dist > margin + 6.0)).sum() <= 0.002 * mask.sum()
+    assert _dice(mask, p.face) >= 0.85
 
 
 def test_padding_outside_fov_and_ras_order() -> None:
