@@ -255,7 +255,7 @@ def _near_body(
         np.clip(np.floor(np.arange(b.start, b.stop) / st + 0.5).astype(int), 0, n - 1)
         for b, st, n in zip(box, steps, cells.shape, strict=True)
     ]
-    return distance[np.ix_(*index)] <= params.body_reach_mm
+    return (distance <= params.body_reach_mm)[np.ix_(*index)]  # bool: 1 byte per voxel
 
 
 def _occupied(mask: np.ndarray) -> list[np.ndarray]:
