@@ -1150,3 +1150,42 @@ def _store(hu: Arr, dtype: str, slope: float, inter: float) -> Arr:
         return vals.astype(np.float32)
     info = np.iinfo(dtype)
     return np.clip(np.rint(vals), info.min, info.max).astype(dtype)
+
+
+def trunk_section(seed: int) -> tuple[Arr, tuple[float, float, float]]:
+    """A synthetic chest/abdomen section without a face: an elliptic body with a fat rim,
+    organs, a spine, an aorta, sometimes lungs and arms, air around; random size, spacing
+    (1-5 mm) and array order. Returns (HU float32, mm per array axis); at most 3 M voxels."""
+    rng = np.random.default_rng(seed)
+    sp = np.array([rng.uniform(1.0, 3.0)] * 2 + [rng.uniform(1.0, 5.0)])
+    fov = np.array([rng.uniform(320, 480)] * 2 + [rng.uniform(100, 300)])
+    shape = np.maximum(np.round(fov / sp).astype(int), 16)
+    while np.prod(shape) > 3_000_000:
+        sp *= 1.15
+        shape = np.maximum(np.round(fov / sp).astype(int), 16)
+    x = (np.arange(shape[0]) - shape[0] / 2) * sp[0]
+    y = (np.arange(shape[1]) - shape[1] / 2) * sp[1]
+    x, y = np.meshgrid(x, y, indexing="ij")
+    ax, ay, fat = rng.uniform(120, 190), rng.uniform(80, 130), rng.uniform(5, 30)
+    body = (x / ax) ** 2 + (y / ay) ** 2 < 1
+    inner = (x / (ax - fat)) ** 2 + (y / (ay - fat)) ** 2 < 1
+    sl = np.where(body, -100.0, -1000.0)
+    sl[inner] = rng.uniform(30, 60)
+    if rng.random() < 0.5:  # lungs
+        for side in (-1, 1):
+            lung = ((x - side * 0.45 * ax) / (0.35 * ax)) ** 2 + ((y + 0.05 * ay) / (0.6 * ay)) ** 2
+            sl[lung < 1] = -850.0
+    for _ in range(int(rng.integers(0, 4))):  # organs
+        c = rng.uniform(-0.5, 0.5, 2) * (ax, ay)
+        r = rng.uniform(15, 50, 2)
+        sl[((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 < 1] = rng.uniform(-20, 200)
+    sl[(x / 18) ** 2 + ((y + 0.65 * ay) / 16) ** 2 < 1] = rng.uniform(400, 1000)  # spine
+    sl[((x - 20) / 12) ** 2 + ((y + 0.4 * ay) / 12) ** 2 < 1] = rng.uniform(40, 450)  # aorta
+    if rng.random() < 0.4:  # arms
+        for side in (-1, 1):
+            arm = ((x - side * (ax + 40)) / 40) ** 2 + (y / 45) ** 2 < 1
+            sl[arm] = 40.0
+    hu = np.repeat(sl[:, :, None], shape[2], 2) + rng.normal(0, 10, tuple(shape))
+    order = rng.permutation(3)
+    hu = np.ascontiguousarray(hu.transpose(order)).astype(np.float32)
+    return hu, (float(sp[order[0]]), float(sp[order[1]]), float(sp[order[2]]))

@@ -254,3 +254,14 @@ def test_streaks_change_only_the_image() -> None:
     diff = np.abs(a.hu() - b.hu())
     assert diff.max() > 200.0
     assert (diff > 50.0).mean() < 0.05  # lines near the teeth, not the whole image
+
+
+def test_trunk_sections_have_a_body_in_air_and_are_reproducible() -> None:
+    from ctadeface.phantom import trunk_section
+
+    hu, spacing = trunk_section(0)
+    assert hu.ndim == 3 and hu.dtype == np.float32 and np.prod(hu.shape) <= 3_000_000
+    assert len(spacing) == 3 and min(spacing) >= 1.0  # mm
+    assert (hu > -200).mean() > 0.1 and (hu < -900).mean() > 0.1  # body and air
+    again, _ = trunk_section(0)
+    np.testing.assert_array_equal(hu, again)

@@ -217,8 +217,7 @@ def test_negative_cases_are_empty_reproducible_and_trunks_have_a_body() -> None:
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.hu, y.hu)
     t = trunk_case(0)
-    assert t.hu.ndim == 3 and np.prod(t.hu.shape) <= 3_000_000
-    assert (t.hu > -200).mean() > 0.1 and (t.hu < -900).mean() > 0.1  # body and air
+    assert t.hu.ndim == 3 and not t.face.any() and t.face.shape == t.hu.shape
 
 
 def test_skull_top_phantom_lies_above_the_face() -> None:
