@@ -149,8 +149,10 @@ class PostProcess:
         bone_hu: voxels above this are bone or teeth and are never masked (enhanced facial
             vessels, 200-500 HU, stay in the mask).
         air_hu: voxels below this count as air, into which the margin may grow.
-        margin_mm: the least thickness of the air margin added around the mask ("bulky masks
-            are good masks": the filled region must not trace the face).
+        margin_mm: the least thickness of the air margin in front of the skin wherever the mask
+            touches it ("bulky masks are good masks": the filled region must not trace the
+            face). It is measured from the mask's non-air voxels, so a margin the network
+            already drew is kept, not grown a second time.
         cell_mm: distances are measured on a grid of cells of about this size (whole voxels
             per cell; one voxel per cell where voxels are larger, which is exact). On coarser
             cells the margin is widened by the cells' size so that it is never thinner than
@@ -174,7 +176,8 @@ def postprocess(
     spacing: tuple[float, float, float],
     params: PostProcess = PostProcess(),
 ) -> np.ndarray:
-    """Grow ``mask`` by at least ``margin_mm`` into air and drop bone; a new bool array.
+    """Add air within ``margin_mm`` of the mask's tissue, drop bone and what lies beyond
+    ``body_reach_mm`` of the patient; a new bool array.
 
     ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
     bounding box of the mask (plus the margin) is processed, in slabs, so large scans stay
@@ -197,7 +200,7 @@ def postprocess(
     sub_mask = mask[box]
     if params.body_reach_mm > 0:
         sub_mask = sub_mask & _near_body(hu, spacing, box, params)
-    near = _near(sub_mask, spacing, strides, reach) if reach > 0 else sub_mask
+    near = _near(_tissue(sub_mask, hu, box, params), spacing, strides, reach) if reach > 0 else None
     out = np.zeros_like(mask, dtype=bool)
     last = box[2]
     for start in range(last.start, last.stop, 16):
@@ -205,10 +208,27 @@ def postprocess(
         slab = (box[0], box[1], slice(start, stop))
         local = slice(start - last.start, stop - last.start)
         values = np.asarray(hu[slab])
-        grown = sub_mask[..., local] | (near[..., local] & (values < params.air_hu))
+        grown = sub_mask[..., local].copy()
+        if near is not None:
+            grown |= near[..., local] & (values < params.air_hu)
         grown &= values <= params.bone_hu
         out[slab] = grown
     return out
+
+
+def _tissue(
+    sub_mask: np.ndarray, hu: np.ndarray | HUView, box: tuple[slice, ...], params: PostProcess
+) -> np.ndarray:
+    """The voxels of ``sub_mask`` (the mask on ``box``) that are not air: the margin is measured
+    from these, so an air margin the network already drew is not grown a second time."""
+    tissue = np.zeros_like(sub_mask)
+    last = box[2]
+    for start in range(last.start, last.stop, 16):
+        stop = min(last.stop, start + 16)
+        local = slice(start - last.start, stop - last.start)
+        values = np.asarray(hu[(box[0], box[1], slice(start, stop))])
+        tissue[..., local] = sub_mask[..., local] & (values >= params.air_hu)
+    return tissue
 
 
 def _near(

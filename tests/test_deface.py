@@ -192,3 +192,16 @@ def test_postprocess_drops_mask_far_from_the_patient() -> None:
     assert not out[60:, 60:, :15].any() and not out[:12, 64:, 44:].any()
     kept = postprocess(mask, hu, spacing, PostProcess(margin_mm=4.0, body_reach_mm=0.0))
     assert kept[70:74, 70:74, 5:9].all() and kept[5:8, 70:73, 50:53].all()
+
+
+def test_postprocess_keeps_a_margin_the_network_drew_without_growing_it_again() -> None:
+    from ctadeface.deface import PostProcess, postprocess
+
+    hu = np.full((40, 60, 40), -1000.0, np.float32)
+    hu[:, :20, :] = 40.0  # tissue, skin at j = 20 (1 mm voxels)
+    drawn = np.zeros(hu.shape, bool)
+    drawn[10:30, 10:30, 10:30] = True  # tissue j 10-19 plus a 10 mm air margin j 20-29
+    out = postprocess(drawn, hu, (1.0, 1.0, 1.0), PostProcess(margin_mm=6.0, cell_mm=1.0))
+    assert out[20, 20:30, 20].all() and not out[20, 30:, 20].any()  # the drawn 10 mm, no more
+    # sideways only within 6 mm of the tissue: 4.2 mm from (20, 19, 10) yes, 6.7 mm no
+    assert out[20, 22, 7] and not out[20, 25, 7] and not out[20, 20, 3]
