@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     m.add_argument(
         "--postprocess", action=argparse.BooleanOptionalAction, default=None,
-        help="grow the mask into the air in front of the skin and never fill bone "
-        "(default: on for the 'open' model, off for other models)",
+        help="give the mask at least 6 mm of air in front of the skin, never fill bone, drop "
+        "what lies > 30 mm from the patient (default: on for 'open', off for other models)",
     )  # fmt: skip
     m.add_argument(
         "--remove-demographics", "--remove_demographics", action="store_true",
