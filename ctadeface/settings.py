@@ -33,8 +33,8 @@ class Settings:
         precision: the fast path's network arithmetic: "auto" (fp16 on CUDA, bf16 on CPUs
             with native bfloat16, else fp32), "fp32", "bf16" or "fp16" (CUDA).
         postprocess: apply ``deface.postprocess`` (air margin, no bone, nothing far from the
-            patient) to the mask; None =
-            the model's own default (on for ``open``, off for other models).
+            patient) to the mask; None = the model's own default (on for ``open``, off for
+            other models).
         nprocs: CPU threads for torch (None = torch's default).
         work_dir: scratch space (extracted model zips).
         overwrite: redo scans whose outputs are up to date.
