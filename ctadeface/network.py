@@ -293,7 +293,8 @@ def tiles_per_pass(module: torch.nn.Module, config: ModelConfig, device: torch.d
     a quarter of its free memory holds, at most :data:`MAX_TILES_PER_PASS`."""
     if device.type != "cuda":
         return 1
-    convs = (m for m in module.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+    kinds = (torch.nn.Conv2d, torch.nn.Conv3d)
+    convs = (m for m in module.modules() if isinstance(m, kinds))
     features = next((int(c.out_channels) for c in convs), 32)
     free, _ = torch.cuda.mem_get_info(device)
     tile = math.prod(config.patch_size) * features * _TILE_BYTES_PER_VOXEL_FEATURE
