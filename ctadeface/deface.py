@@ -200,35 +200,30 @@ def postprocess(
     sub_mask = mask[box]
     if params.body_reach_mm > 0:
         sub_mask = sub_mask & _near_body(hu, spacing, box, params)
-    near = _near(_tissue(sub_mask, hu, box, params), spacing, strides, reach) if reach > 0 else None
+    air, keep = _classify(hu, box, params)
     out = np.zeros_like(mask, dtype=bool)
-    last = box[2]
-    for start in range(last.start, last.stop, 16):
-        stop = min(last.stop, start + 16)
-        slab = (box[0], box[1], slice(start, stop))
-        local = slice(start - last.start, stop - last.start)
-        values = np.asarray(hu[slab])
-        grown = sub_mask[..., local].copy()
-        if near is not None:
-            grown |= near[..., local] & (values < params.air_hu)
-        grown &= values <= params.bone_hu
-        out[slab] = grown
+    grown = sub_mask
+    if reach > 0:  # air within reach of the mask's tissue, not of an air margin it already has
+        grown = sub_mask | (_near(sub_mask & ~air, spacing, strides, reach) & air)
+    out[box] = grown & keep
     return out
 
 
-def _tissue(
-    sub_mask: np.ndarray, hu: np.ndarray | HUView, box: tuple[slice, ...], params: PostProcess
-) -> np.ndarray:
-    """The voxels of ``sub_mask`` (the mask on ``box``) that are not air: the margin is measured
-    from these, so an air margin the network already drew is not grown a second time."""
-    tissue = np.zeros_like(sub_mask)
+def _classify(
+    hu: np.ndarray | HUView, box: tuple[slice, ...], params: PostProcess
+) -> tuple[np.ndarray, np.ndarray]:
+    """(air, not bone) on ``box``: HU below ``air_hu``, and at most ``bone_hu``; read in slabs
+    so that no float32 copy of the whole box is made."""
+    shape = tuple(b.stop - b.start for b in box)
+    air, keep = np.empty(shape, dtype=bool), np.empty(shape, dtype=bool)
     last = box[2]
     for start in range(last.start, last.stop, 16):
         stop = min(last.stop, start + 16)
         local = slice(start - last.start, stop - last.start)
         values = np.asarray(hu[(box[0], box[1], slice(start, stop))])
-        tissue[..., local] = sub_mask[..., local] & (values >= params.air_hu)
-    return tissue
+        np.less(values, params.air_hu, out=air[..., local])
+        np.less_equal(values, params.bone_hu, out=keep[..., local])
+    return air, keep
 
 
 def _near(
