@@ -9,9 +9,10 @@ head of ../shared/data when present), alternating A/B/C within each repetition:
 
 - (a) ours: ``run.py BIDS OUT participant --no-verify`` (default model, fill, post-processing
   and precision) on a one-scan dataset, as a subprocess; wall, CPU (user+sys) and peak RSS from
-  ``/usr/bin/time -v``; the model load (from the run's log) and the scan's own time (its
-  provenance ``DurationSeconds``: read, segment, fill, write, hashes) are reported apart; once
-  per input also with ``--no-postprocess`` (untimed) for the mask before post-processing;
+  ``wait4`` (what ``/usr/bin/time -v`` reports); the model load (from the run's log) and the
+  scan's own time (its provenance ``DurationSeconds``: read, segment, fill, write, hashes) are
+  reported apart; once per input also with ``--no-postprocess`` (untimed) for the mask before
+  post-processing;
 - (b) reference, as the upstream CTA-DEFACE script does it: ``nnUNetv2_predict_from_modelfolder``
   on a temp folder holding a ``_0000.nii.gz`` copy, then ``get_fdata``, fill with the 10th
   percentile, save as float64; same model folder, device and TTA setting (off);
@@ -50,9 +51,10 @@ PY = sys.executable
 VHP = SHARED / "heads" / "vhp_female_head.nii.gz"
 
 
-def _time_wait4(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """What /usr/bin/time -v measures, from the same source (wait4's resource usage of the
-    child, its waited-for descendants included), for machines without /usr/bin/time."""
+def _measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``cmd``; return wall and CPU seconds, peak RSS (MiB) and its stdout. CPU and RSS are
+    the kernel's resource usage of the child and its waited-for descendants (``wait4``), what
+    ``/usr/bin/time -v`` reports, without needing that program installed."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
@@ -71,31 +73,6 @@ def _time_wait4(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, 
         "peak_rss_mib": usage.ru_maxrss / 1024.0,
         "stdout": stdout,
     }
-
-
-def _time_v(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``cmd`` under /usr/bin/time -v; return wall, cpu seconds and peak RSS (MiB)."""
-    if not Path("/usr/bin/time").exists():
-        return _time_wait4(cmd, env)
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    err = proc.stderr
-
-    def field(name: str) -> str:
-        match = re.search(rf"{re.escape(name)}: (.+)", err)
-        if not match:
-            raise RuntimeError(f"no '{name}' in /usr/bin/time output")
-        return match.group(1).strip()
-
-    wall_text = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
-    parts = [float(p) for p in wall_text.split(":")]
-    wall = sum(p * 60**i for i, p in enumerate(reversed(parts)))
-    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
-    rss = float(field("Maximum resident set size (kbytes)")) / 1024.0
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, "stdout": proc.stdout}
 
 
 def make_inputs(
@@ -141,7 +118,7 @@ def run_ours_batch(source: Path, work: Path, model: str, device: str, copies: in
     out = work / "ours-batch"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
-    stats = _time_v([*cmd, "--device", device, "-w", str(work / "run-work"), "--no-verify"])
+    stats = _measure([*cmd, "--device", device, "-w", str(work / "run-work"), "--no-verify"])
     scans = sorted(
         float(json.loads(p.read_text())["Defacing"]["DurationSeconds"])
         for p in out.rglob("*_desc-defaced_ct.json")
@@ -159,7 +136,7 @@ def run_ours(
     shutil.rmtree(out, ignore_errors=True)
     cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
     cmd += ["--device", device, "-w", str(work / "run-work")]
-    stats = _time_v([*cmd, "--no-verify", "-v", *extra])
+    stats = _measure([*cmd, "--no-verify", "-v", *extra])
     log = next((out / "logs").glob("participant-*.log")).read_text()
     match = re.search(r"loaded model .*, in ([0-9.]+) s", log)
     stats["model_load_s"] = float(match.group(1)) if match else float("nan")
@@ -204,7 +181,7 @@ def run_reference(
     script = work / "reference.py"
     script.write_text(REFERENCE_SCRIPT)
     out = work / "reference_defaced.nii.gz"
-    stats = _time_v([PY, str(script), str(source), str(model_folder), str(out), device])
+    stats = _measure([PY, str(script), str(source), str(model_folder), str(out), device])
     mask = np.asanyarray(nib.load(str(out) + ".mask.nii.gz").dataobj) > 0
     return stats, mask
 
@@ -230,7 +207,7 @@ def run_floor(source: Path, work: Path) -> dict:
     script.write_text(FLOOR_SCRIPT)
     out = work / "floor"
     out.mkdir(exist_ok=True)
-    stats = _time_v([PY, str(script), str(source), str(out)])
+    stats = _measure([PY, str(script), str(source), str(out)])
     stats["io_s"] = float(re.search(r"io_s=([0-9.]+)", stats["stdout"]).group(1))
     return stats
 
@@ -251,7 +228,7 @@ def run_baseline(work: Path, model: str, device: str) -> dict:
     """Peak RSS of a process that imports the app and loads the model, but reads no scan."""
     script = work / "baseline.py"
     script.write_text(BASELINE_SCRIPT)
-    return _time_v([PY, str(script), model, str(work / "cache"), device])
+    return _measure([PY, str(script), model, str(work / "cache"), device])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
