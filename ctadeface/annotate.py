@@ -6,7 +6,8 @@ open model and is an independent check of any model. Steps (all lengths in mm, H
 1. Resample the image (axes i, j, k as stored; ``affine`` maps voxel -> RAS+ mm) onto a world
    RAS grid of ``grid_mm``; values below -1024 HU (padding outside the field of view) become air.
 2. Head pose: the mid-sagittal plane is the plane of best mirror symmetry of the bone (yaw and
-   roll); pitch comes from the soft-tissue facial line (nasion -> chin), when both are seen.
+   roll); pitch comes from the soft-tissue facial line (forehead -> chin), or forehead -> lips
+   when the field of view ends above the chin.
 3. Resample into the *head frame* (x to the subject's right, y anterior, z superior; x = 0 on
    the mid-sagittal plane). Per (x, z) column: the most anterior skin point and the most
    anterior bone point. The bone front is opened (drops vessels and streaks) and closed (bridges
@@ -18,8 +19,9 @@ open model and is an independent check of any model. Steps (all lengths in mm, H
    ears (``tragus_behind_tip_mm`` behind the nose tip, plus ``tragus_margin_mm``), at most
    ``max_depth_mm`` behind the skin front, down to at most ``hyoid_max_below_tip_mm`` below the
    nose tip; under the chin within ``submental_half_width_mm`` of the midline. The mask is
-   the region within ``air_margin_mm`` of the skin (the main body, devices opened away; the air
-   in front), brought back to the stored grid, minus voxels above ``bone_hu``.
+   the region within ``air_margin_mm`` of the skin (``air_margin_lateral_mm`` beside it; the main
+   body, devices opened away; the air in front), brought back to the stored grid, minus voxels
+   above ``bone_hu``.
 
 No face (no protruding nose near the midline) gives an empty mask.
 """
@@ -49,6 +51,7 @@ class AnnotateParams:
     bone_hu: float = 600.0  # never masked at the stored resolution (vessels are 200-500 HU)
     pad_below_hu: float = -1100.0  # lower values are padding outside the field of view
     air_margin_mm: float = 10.0  # air kept in front of the skin (>= 5 mm by definition)
+    air_margin_lateral_mm: float = 12.0  # ... beside the skin (x direction), >= air_margin_mm
     vessel_open_mm: float = 8.0  # opening of the bone-front height map (vessels, streaks)
     front_allowance_mm: float = 2.0  # region reaches this far behind the blurred bone front
     hole_close_mm: float = 50.0  # closing of the bone front (orbits, piriform aperture)
@@ -71,7 +74,7 @@ class AnnotateParams:
     hyoid_below_menton_mm: float = 12.0  # mask bottom below the menton
     hyoid_below_tip_mm: float = 90.0  # mask bottom below the nose tip when no menton is seen
     hyoid_max_below_tip_mm: float = 110.0  # the mask bottom never lies lower than this
-    submental_half_width_mm: float = 55.0  # below the menton: lateral limit (mandible width)
+    submental_half_width_mm: float = 70.0  # below the menton: lateral limit (beyond the mandible)
     max_depth_mm: float = 35.0  # soft tissue deeper than this behind the skin front: not face
     mandible_behind_tip_mm: float = 55.0  # anterior mandible lies in front of tip - this
     submental_depth_mm: float = 38.0  # below the chin: depth behind the menton's bone front
@@ -82,6 +85,9 @@ class AnnotateParams:
     forehead_post_extra_mm: float = 18.0  # forehead: posterior limit moves forward by this
     forehead_half_width_mm: float = 58.0  # forehead: lateral limit at the top
     facial_line_deg: float = 0.0  # angle of the nasion->chin skin line to the head's vertical
+    lip_line_deg: float = 0.0  # the same for the forehead->lips line (used when no chin is seen)
+    lip_range_mm: tuple[float, float] = (15.0, 45.0)  # the lips lie this far below the nose tip
+    lip_seen_mm: float = 35.0  # ... and are seen when the profile reaches this far below the tip
 
 
 @dataclass(frozen=True)
@@ -399,9 +405,11 @@ def _profile(m: _Maps, h: _Grid, p: AnnotateParams) -> Arr:
 
 def _facial_line(
     h: _Grid, m: _Maps, tip: tuple[int, int, float], p: AnnotateParams
-) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """Forehead and chin points (y, z; frame mm) of the skin profile's front tangent (the line
-    that touches the forehead and the chin from the front), or None when they are not seen."""
+) -> tuple[tuple[float, float], tuple[float, float], bool] | None:
+    """Forehead and lower points (y, z; frame mm) of the skin profile's front tangent (the line
+    that touches the forehead and the chin from the front), and True when the lower point is on
+    the chin. When the chin is not seen (the field of view ends above it), the tangent touches
+    the lips instead (False); None when neither is seen."""
     prof = _profile(m, h, p)
     if prof is None:
         return None
@@ -409,9 +417,15 @@ def _facial_line(
     z_tip = zs[tip[1]]
     ok = np.isfinite(prof)
     up = np.flatnonzero(ok & (zs > z_tip + 44.0) & (zs < z_tip + 80.0))
-    dn = np.flatnonzero(ok & (zs < z_tip - 45.0) & (zs > z_tip - 95.0))
-    if len(up) < 3 or len(dn) < 3 or zs[up].max() < z_tip + 56.0 or zs[dn].min() > z_tip - 75.0:
+    if len(up) < 3 or zs[up].max() < z_tip + 56.0:
         return None
+    dn = np.flatnonzero(ok & (zs < z_tip - 45.0) & (zs > z_tip - 95.0))
+    chin = len(dn) >= 3 and zs[dn].min() <= z_tip - 75.0
+    if not chin:
+        lo, hi = p.lip_range_mm
+        dn = np.flatnonzero(ok & (zs < z_tip - lo) & (zs > z_tip - hi))
+        if len(dn) < 3 or zs[dn].min() > z_tip - p.lip_seen_mm:
+            return None
     pts = np.concatenate([up, dn])
     best: tuple[int, int] | None = None
     for i in up:
@@ -427,7 +441,7 @@ def _facial_line(
     if best is None:
         return None
     i, j = best
-    return (float(prof[i]), float(zs[i])), (float(prof[j]), float(zs[j]))
+    return (float(prof[i]), float(zs[i])), (float(prof[j]), float(zs[j])), chin
 
 
 def _tragus_depth(
@@ -515,9 +529,10 @@ def _find_head(w: _Grid, p: AnnotateParams) -> tuple[Arr | None, FaceLandmarks, 
         line = _facial_line(h, m, tip, p)
         if line is None:
             break
-        nasion, pog = line
-        theta = math.degrees(math.atan2(nasion[0] - pog[0], nasion[1] - pog[1]))
-        dp = -(theta - p.facial_line_deg)
+        nasion, low, chin = line
+        pog = low if chin else None
+        theta = math.degrees(math.atan2(nasion[0] - low[0], nasion[1] - low[1]))
+        dp = -(theta - (p.facial_line_deg if chin else p.lip_line_deg))
         if abs(dp) < 1.5 or abs(pitch + dp) > p.max_pitch_deg:
             break
         pitch += dp
@@ -560,6 +575,7 @@ def _face_mask(
             edge = np.isin(shallow, np.unique(shallow[big]))
             z_edge = float(zs[np.flatnonzero(edge.any(0)).max()])
             z_rims.append(min(z_edge, z_deep + p.rim_above_hole_max_mm))
+            log.debug("orbit %+.0f: edge z %.0f mm, deep hole top z %.0f mm", side, z_edge, z_deep)
     orbits_seen = len(z_rims) > 0
     z_rim = float(np.mean(z_rims)) if orbits_seen else z_tip + p.rim_above_tip_mm
     z_top = z_rim + p.forehead_mm
@@ -590,7 +606,9 @@ def _face_mask(
     ylim = np.where(outz | wide, np.inf, ylim)
     region = ys[None, :, None] > ylim[:, None, :]
     # the air margin is measured from the skin, not from a shell or sheet lying on it
-    near = ndi.distance_transform_edt(~m.body, sampling=g) <= p.air_margin_mm
+    # thicker at the sides (skin facing left/right): x distances count less
+    sx = g * p.air_margin_mm / max(p.air_margin_lateral_mm, p.air_margin_mm)
+    near = ndi.distance_transform_edt(~m.body, sampling=(sx, g, g)) <= p.air_margin_mm
     mask = region & near & (h.data <= p.bone_hu)
     yaw, roll, pitch = pose
     nas, pog = line

@@ -94,6 +94,30 @@ def test_air_margin_is_measured_from_the_skin_not_a_shell(phantoms: dict[int, Ph
     assert _dice(mask, p.face) >= 0.85
 
 
+def test_air_margin_is_thicker_beside_the_face(
+    phantoms: dict[int, Phantom], masks: dict[int, np.ndarray]
+) -> None:
+    p = phantoms[11]
+    even = annotate_face(p.hu(), p.affine, AnnotateParams(air_margin_lateral_mm=10.0))
+    air = p.tissue == Tissue.AIR
+    # the lateral margin only adds air: everything else is the same
+    assert not (even & ~masks[11]).any()
+    assert ((masks[11] & ~even) & ~air).sum() == 0
+    assert (masks[11] & ~even & air).sum() > 0.02 * (even & air).sum()
+
+
+def test_pitch_from_forehead_and_lips_when_the_chin_is_cut() -> None:
+    # head bent forward 12 degrees, the field of view ends below the lips (no chin): the
+    # forehead -> lips tangent gives the pitch
+    p = make_phantom(5, **SMALL, random_order=False)
+    p = make_phantom(
+        p.spec, rotation_deg=(-12.0, 0.0, 0.0), fov_center_mm=(0.0, 5.0, -35.0), shape=(72, 72, 40)
+    )
+    _, lm = annotate_face_landmarks(p.hu(), p.affine)
+    assert lm.found and lm.pogonion is None
+    assert abs(lm.pitch - (-12.0)) < 5.0, lm.pitch
+
+
 def test_padding_outside_fov_and_ras_order() -> None:
     p = make_phantom(21, **SMALL, random_order=False)
     padded = make_phantom(p.spec, pad_value=-3024.0, fov_radius_frac=0.97)
@@ -131,6 +155,8 @@ def test_abdomen_cylinder_constant_and_air_give_empty_masks() -> None:
 def test_params_are_frozen_with_documented_defaults() -> None:
     p = AnnotateParams()
     assert p.air_margin_mm >= 5.0 and p.forehead_mm == 40.0
+    assert p.air_margin_lateral_mm == 12.0 >= p.air_margin_mm
+    assert p.submental_half_width_mm == 70.0 and p.lip_line_deg == 0.0
     with pytest.raises(AttributeError):
         p.air_margin_mm = 3.0  # type: ignore[misc]
 
