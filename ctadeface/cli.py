@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     m.add_argument(
         "--postprocess", action=argparse.BooleanOptionalAction, default=None,
-        help="give the mask at least 6 mm of air in front of the skin, never fill bone, drop "
-        "what lies > 30 mm from the patient (default: on for 'open', off for other models)",
+        help="give the mask at least 6 mm of air in front of the skin, never fill bone or what "
+        "the skull encloses, drop what lies > 30 mm from the patient (default: on for 'open', "
+        "off for other models)",
     )  # fmt: skip
     m.add_argument(
         "--remove-demographics", "--remove_demographics", action="store_true",

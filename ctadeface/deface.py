@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .io import CTImage, HUView
+from .skull import SkullParams, intracranial
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,9 @@ class PostProcess:
             part above ``air_hu``, sampled on ~4 mm cells, as the fast path finds it) are not
             face and are dropped (network false positives in the air, on a table or a wrap);
             0 keeps them.
+        skull: voxels that the skull encloses (brain, CSF, intracranial vessels:
+            :func:`ctadeface.skull.intracranial` with these parameters) are dropped from the
+            mask, whatever the model drew; None keeps them.
     """
 
     bone_hu: float = 600.0
@@ -168,6 +172,7 @@ class PostProcess:
     margin_mm: float = 6.0
     cell_mm: float = 2.0
     body_reach_mm: float = 30.0
+    skull: SkullParams | None = field(default_factory=SkullParams)
 
 
 def postprocess(
@@ -176,8 +181,8 @@ def postprocess(
     spacing: tuple[float, float, float],
     params: PostProcess = PostProcess(),
 ) -> np.ndarray:
-    """Add air within ``margin_mm`` of the mask's tissue, drop bone and what lies beyond
-    ``body_reach_mm`` of the patient; a new bool array.
+    """Add air within ``margin_mm`` of the mask's tissue, drop bone, what lies beyond
+    ``body_reach_mm`` of the patient and what the skull encloses; a new bool array.
 
     ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
     bounding box of the mask (plus the margin) is processed, in slabs, so large scans stay
@@ -206,6 +211,12 @@ def postprocess(
     if reach > 0:  # air within reach of the mask's tissue, not of an air margin it already has
         grown = sub_mask | (_near(sub_mask & ~air, spacing, strides, reach) & air)
     out[box] = grown & keep
+    if params.skull is not None:
+        inside = intracranial(hu, spacing, params.skull)
+        if inside is not None:
+            dropped = inside.clear(out[box], box)
+            if dropped:
+                log.info("post-processing: %d mask voxels inside the skull dropped", dropped)
     return out
 
 

@@ -205,3 +205,24 @@ def test_postprocess_keeps_a_margin_the_network_drew_without_growing_it_again() 
     assert out[20, 20:30, 20].all() and not out[20, 30:, 20].any()  # the drawn 10 mm, no more
     # sideways only within 6 mm of the tissue: 4.2 mm from (20, 19, 10) yes, 6.7 mm no
     assert out[20, 22, 7] and not out[20, 25, 7] and not out[20, 20, 3]
+
+
+def test_postprocess_never_keeps_voxels_inside_the_skull() -> None:
+    """A mask that reaches through the skull into the brain loses the brain part (and keeps
+    the face); ``skull=None`` keeps what the model drew."""
+    from ctadeface.deface import PostProcess, postprocess
+
+    spacing = (2.0, 2.0, 2.0)
+    idx = np.indices((60, 64, 56)).astype(np.float32) * 2.0
+    r = np.sqrt(((idx - np.array([60.0, 64.0, 56.0]).reshape(3, 1, 1, 1)) ** 2).sum(0))
+    hu = np.full(r.shape, -1000.0, np.float32)
+    hu[r < 46] = 40.0  # scalp and face
+    hu[r < 40] = 1000.0  # skull
+    hu[r < 33] = 35.0  # brain
+    front = idx[1] > 72.0
+    mask = front & (r < 46) & (r >= 20)  # face, skull and the front of the brain
+    out = postprocess(mask, hu, spacing, PostProcess(margin_mm=0.0))
+    assert out[front & (r >= 40) & (r < 46)].all()  # the face stays
+    assert not out[r < 33].any()  # no brain voxel
+    kept = postprocess(mask, hu, spacing, PostProcess(margin_mm=0.0, skull=None))
+    assert kept[mask & (r < 33)].all()
