@@ -13,7 +13,15 @@ Defacers, each followed by the same fill (the image's 10th percentile, as CTA-DE
   anterior skin point back 40 mm (plus 10 mm of air in front), vertically from 200 mm to 110 mm
   below the top of the skull (chin to the orbit floor, under the frontal lobes);
 - ``cta-deface``: the published CTA-DEFACE weights, when installed (as published: no
-  post-processing).
+  post-processing);
+- ``annotator``: the anatomical annotator's mask (``ctadeface.annotate``, no model), with the
+  app's post-processing: the mask of mask-definition.md as well as we can draw it from anatomy;
+- ``all-soft-tissue``: every voxel at or below the post-processing's bone threshold (600 HU) in
+  front of the annotator's posterior limit (the line in front of the ears) and between its lower
+  (upper neck) and upper (forehead) limits, in the head's own frame: the most that any mask which
+  keeps the bone can remove from the face (it takes the frontal brain too, so its intracranial
+  count is not a failure of the mask definition). What MTCNN finds after it is the bare facial
+  skeleton.
 
 For each head and defacer: MTCNN's highest face probability over the 15 skin renders before and
 after (``ctadeface.verify``), the number of renders with a detection (p >= 0.7) after, and the
@@ -71,6 +79,27 @@ def box_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
     )
 
 
+def annotator_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
+    """The anatomical annotator's mask, post-processed as the app does."""
+    from ctadeface.annotate import annotate_face
+
+    return postprocess(annotate_face(hu, image.affine), hu, image.spacing)
+
+
+def all_soft_tissue_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
+    """Every non-bone voxel of the face region (see the module docstring); bool, image shape."""
+    from ctadeface.annotate import annotate_face_landmarks
+    from ctadeface.deface import PostProcess
+
+    _, lm = annotate_face_landmarks(hu, image.affine)
+    if not lm.found:
+        return np.zeros(hu.shape, bool)
+    world = [world_coordinates(image, a) - np.float32(lm.origin[a]) for a in range(3)]
+    y = sum(np.float32(lm.frame[a, 1]) * world[a] for a in range(3))  # head frame: anterior
+    z = sum(np.float32(lm.frame[a, 2]) * world[a] for a in range(3))  # head frame: superior
+    return (y > lm.y_post) & (z > lm.z_bottom) & (z < lm.z_top) & (hu <= PostProcess().bone_hu)
+
+
 def model_masker(spec: str, cache: Path) -> Masker:
     """The app's segmentation (and, for models that ask for it, post-processing)."""
     from ctadeface.segment import FaceSegmenter
@@ -96,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     maskers: dict[str, Masker | str] = {"ours": model_masker(args.model, args.cache)}
     maskers["box"] = box_mask
+    maskers["annotator"] = annotator_mask
+    maskers["all-soft-tissue"] = all_soft_tissue_mask
     try:
         maskers["cta-deface"] = model_masker("cta-deface", args.cache)
     except ModelError as e:
