@@ -12,8 +12,10 @@ open model and is an independent check of any model. Steps (all lengths in mm, H
    the mid-sagittal plane). Per (x, z) column: the most anterior skin point and the most
    anterior bone point. The bone front is opened (drops vessels and streaks) and closed (bridges
    the orbits and the piriform aperture: the rim plane).
-4. Landmarks: nose tip (largest protrusion of the skin height map near the midline), orbital
-   rims (top of the orbit holes in the bone front), menton (lowest anterior mandible).
+4. Landmarks: orbits (a pair of deep, walled holes of the bone front beside the midline), nose
+   tip (largest protrusion of the skin height map near the midline, below the orbits when they
+   are seen; a nose cut flat by the field of view is placed below them), orbital rims (top of
+   the orbit holes), menton (lowest anterior mandible).
 5. Region: in front of the bone front, from ``forehead_mm`` above the rims down to
    ``hyoid_below_menton_mm`` below the menton, and anterior to a coronal limit in front of the
    ears (``tragus_behind_tip_mm`` behind the nose tip, plus ``tragus_margin_mm``), at most
@@ -21,9 +23,11 @@ open model and is an independent check of any model. Steps (all lengths in mm, H
    nose tip; under the chin within ``submental_half_width_mm`` of the midline. The mask is
    the region within ``air_margin_mm`` of the skin (``air_margin_lateral_mm`` beside it; the main
    body, devices opened away; the air in front), brought back to the stored grid, minus voxels
-   above ``bone_hu``.
+   above ``bone_hu`` and padding outside the field of view (below ``pad_below_hu``, or a
+   constant value around the round reconstruction field of view).
 
-No face (no protruding nose near the midline) gives an empty mask.
+No face (no protruding nose near the midline, nor one cut flat by the field of view below the
+orbits) gives an empty mask.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class AnnotateParams:
     bone_front_hu: float = 300.0  # bone, on the working grid, for the bone front
     bone_hu: float = 600.0  # never masked at the stored resolution (vessels are 200-500 HU)
     pad_below_hu: float = -1100.0  # lower values are padding outside the field of view
+    fov_roundness: float = 0.95  # a constant border around a region this round is padding
     air_margin_mm: float = 10.0  # air kept in front of the skin (>= 5 mm by definition)
     air_margin_lateral_mm: float = 12.0  # ... beside the skin (x direction), >= air_margin_mm
     vessel_open_mm: float = 8.0  # opening of the bone-front height map (vessels, streaks)
@@ -67,6 +72,12 @@ class AnnotateParams:
     rim_above_hole_max_mm: float = 10.0  # ... at most this far above the deep orbit hole
     rim_above_tip_mm: float = 47.0  # rims above the nose tip when the orbits are not seen
     orbit_depth_mm: float = 12.0  # bone-front hole deeper than this is an orbit/aperture
+    orbit_max_depth_mm: float = 70.0  # an orbit is a cup: its back wall lies within this
+    orbit_min_area_mm2: float = 150.0  # an orbit hole is at least this large (x-z area)
+    orbit_max_skin_mm: float = 40.0  # the skin lies at most this far in front of the orbit's rim
+    tip_below_orbits_mm: tuple[float, float] = (15.0, 65.0)  # the nose tip below the orbits' top
+    cut_nose_min_depth_mm: float = 5.0  # a nose cut flat by the field of view: tissue this thick
+    tip_plateau_mm: float = 10.0  # a flat top taller than this (z) is a tip cut by the FOV
     aperture_depth_mm: float = 25.0  # piriform aperture: the nasal cavity behind is this deep
     aperture_band_mm: float = 10.0  # piriform aperture: within this of the nose tip's x
     aperture_z_mm: tuple[float, float] = (10.0, 25.0)  # and this far below/above the tip
@@ -330,13 +341,58 @@ def _bone_front(m: _Maps, h: _Grid, p: AnnotateParams) -> tuple[Arr, Arr]:
     return bo, ndi.grey_closing(bo, footprint=_disk(p.hole_close_mm, h.spacing))
 
 
+def _orbits_top(h: _Grid, m: _Maps, fronts: tuple[Arr, Arr], p: AnnotateParams) -> float | None:
+    """Top z (mm) of the orbits, found without the nose: a pair of deep holes of the bone front
+    (depth at least ``orbit_depth_mm``, at least ``orbit_min_area_mm2`` each) on either side of
+    the midline at the same height, under the skin of the face (skin at most
+    ``orbit_max_skin_mm`` in front of the rim plane) and whose back wall (the orbital walls)
+    lies within ``orbit_max_depth_mm`` of the rim plane; None when no such pair is seen.
+
+    Other holes of the closed bone front open onto nothing or lie at the back (the vertex,
+    under the zygoma, a thin frontal bone): their back lies far behind or the skin is not in
+    front of them. The largest pair wins.
+    """
+    bo, bf = fronts
+    xs, zs = h.coords(0), h.coords(2)
+    depth = bf - bo
+    ax = np.abs(xs)[:, None]
+    lab, n = ndi.label((depth > p.orbit_depth_mm) & (ax > 12.0) & (ax < 55.0))
+    if n == 0:
+        return None
+    ids = np.arange(1, n + 1)
+    area = ndi.sum_labels(np.ones_like(depth), lab, ids) * h.spacing**2
+    med = np.asarray(ndi.median(depth, lab, ids), float)
+    # skin in front of the rim plane, where the orbital walls are seen behind it (nan: none)
+    cover = np.where(np.isfinite(m.bone), m.skin - bf, np.nan)
+    cover_ok = np.isfinite(cover) & (cover >= 0.0) & (cover <= p.orbit_max_skin_mm)
+    covered = np.asarray(ndi.mean(cover_ok.astype(float), lab, ids), float)
+    xc = np.asarray(ndi.mean(np.broadcast_to(xs[:, None], lab.shape), lab, ids), float)
+    zz = np.broadcast_to(zs[None, :], lab.shape)
+    z_lo = np.asarray(ndi.minimum(zz, lab, ids), float)
+    z_hi = np.asarray(ndi.maximum(zz, lab, ids), float)
+    ok = (area >= p.orbit_min_area_mm2) & (med <= p.orbit_max_depth_mm) & (covered >= 0.9)
+    best: tuple[float, float] | None = None
+    for r in np.flatnonzero(ok & (xc > 0)):
+        for q in np.flatnonzero(ok & (xc < 0)):
+            if min(z_hi[r], z_hi[q]) < max(z_lo[r], z_lo[q]):
+                continue  # not at the same height
+            pair = (float(area[r] + area[q]), 0.5 * float(z_hi[r] + z_hi[q]))
+            if best is None or pair[0] > best[0]:
+                best = pair
+    return None if best is None else best[1]
+
+
 def _nose_tip(
-    h: _Grid, m: _Maps, fronts: tuple[Arr, Arr], p: AnnotateParams
+    h: _Grid, m: _Maps, fronts: tuple[Arr, Arr], z_orbits: float | None, p: AnnotateParams
 ) -> tuple[int, int, float] | None:
     """Index (ix, iz) of the nose tip and its protrusion (mm), or None.
 
     The tip is the most anterior point of a protrusion of the skin height map near the midline
     that is narrow, on a head-sized body section and has the facial skeleton close behind it.
+    When the orbits are seen (top at ``z_orbits`` mm), it lies ``tip_below_orbits_mm`` below
+    them: the chin, which protrudes as much when the nose is cut by the field of view or the
+    head is tilted back, lies lower. A tip cut flat by the field of view is a plateau: its
+    point nearest the expected height is the tip.
     Points with the piriform aperture behind them are preferred (a hole of the bone front deeper
     than ``aperture_depth_mm``: the nasal cavity, within ``aperture_band_mm`` in x and
     ``aperture_z_mm`` below/above the point): the chin of a head tilted back can protrude as
@@ -353,33 +409,84 @@ def _nose_tip(
     xs, zs = h.coords(0), h.coords(2)
     band = np.abs(xs) <= p.midline_band_mm / 2.0
     top[~band, :] = 0.0
+    z_exp = math.nan
+    if z_orbits is not None:
+        lo, hi = p.tip_below_orbits_mm
+        top[:, (zs < z_orbits - hi) | (zs > z_orbits - lo)] = 0.0
+        z_exp = z_orbits - 0.5 * (lo + hi)
     lab, n = ndi.label(top >= p.nose_min_protrusion_mm)
     if n == 0:
-        return None
+        return _cut_nose(h, m, bf, top, z_exp, p)
     hole = (bf - bo) > p.aperture_depth_mm
-    peaks = ndi.maximum(top, lab, np.arange(1, n + 1))
-    first: tuple[int, int, float] | None = None
-    for c in np.argsort(-np.asarray(peaks)):
+    peaks = np.asarray(ndi.maximum(top, lab, np.arange(1, n + 1)), float)
+    cands = []
+    for c in range(n):
         comp = lab == c + 1
         # a chin and a nose may touch: keep the rows with the aperture behind them, if any
         rows = _aperture_rows(hole, xs, zs, comp, p)
         if (comp & rows[None, :]).any():
             comp &= rows[None, :]
-        sk = np.where(comp & valid, s, -np.inf)
-        ix, iz = np.unravel_index(int(np.argmax(sk)), sk.shape)
-        y_tip = float(s[ix, iz])
+        ix, iz = _plateau_point(np.where(comp & valid, s, -np.inf), xs, zs, z_exp, p)
+        cands.append((ix, iz, float(peaks[c]), float(s[ix, iz]), bool(rows[iz])))
+    if math.isfinite(z_exp):
+        # below the orbits the nose is the most anterior protrusion; a plateau cut by the field
+        # of view (equally anterior candidates): the one nearest the expected height
+        y_top = max(cd[3] for cd in cands)
+        cands.sort(key=lambda cd: (cd[3] < y_top - 2.0 * h.spacing, abs(zs[cd[1]] - z_exp)))
+    else:
+        cands = [cands[int(c)] for c in np.argsort(-peaks)]
+    first: tuple[int, int, float] | None = None
+    for ix, iz, peak, y_tip, aperture in cands:
         cols = np.flatnonzero(valid[:, iz])
         width = float(xs[cols[-1]] - xs[cols[0]])
         depth = y_tip - float(bf[ix, iz])
         if width > p.max_head_width_mm or not p.nose_depth_mm[0] <= depth <= p.nose_depth_mm[1]:
             log.debug("nose candidate rejected: width %.0f mm, depth %.0f mm", width, depth)
             continue
-        cand = (int(ix), int(iz), float(peaks[c]))
-        if rows[iz]:
-            return cand
+        if aperture:
+            return int(ix), int(iz), peak
         log.debug("nose candidate without an aperture behind it at z %.0f mm", zs[iz])
-        first = first or cand
-    return first
+        first = first or (int(ix), int(iz), peak)
+    return first or _cut_nose(h, m, bf, top, z_exp, p)
+
+
+def _cut_nose(
+    h: _Grid, m: _Maps, bf: Arr, top: Arr, z_exp: float, p: AnnotateParams
+) -> tuple[int, int, float] | None:
+    """The nose tip of a face cut flat by the field of view (no protrusion left), placed at
+    ``z_exp`` (mm, below the orbits): the most anterior skin near the midline there, if the
+    soft tissue in front of the bone front is at least ``cut_nose_min_depth_mm`` thick (a
+    defaced head has none); None otherwise or without the orbits (``z_exp`` nan)."""
+    if not math.isfinite(z_exp):
+        return None
+    xs, zs = h.coords(0), h.coords(2)
+    sel = (np.abs(xs) <= p.midline_band_mm / 2.0)[:, None] & (np.abs(zs - z_exp) <= h.spacing)
+    sk = np.where(sel & np.isfinite(m.skin), m.skin, -np.inf)
+    if not np.isfinite(sk).any():
+        return None
+    ix, iz = np.unravel_index(int(np.argmax(sk)), sk.shape)
+    cols = np.flatnonzero(np.isfinite(m.skin[:, iz]))
+    if float(xs[cols[-1]] - xs[cols[0]]) > p.max_head_width_mm:
+        return None
+    if not p.cut_nose_min_depth_mm <= float(sk[ix, iz] - bf[ix, iz]) <= p.nose_depth_mm[1]:
+        return None
+    log.debug("no protruding nose below the orbits: a face cut by the field of view")
+    return int(ix), int(iz), float(top[ix, iz])
+
+
+def _plateau_point(sk: Arr, xs: Arr, zs: Arr, z_exp: float, p: AnnotateParams) -> tuple[int, int]:
+    """(ix, iz) of the most anterior point of the height map ``sk`` (-inf outside). With an
+    expected height ``z_exp`` (mm; below the orbits), of the points within 1 mm of the maximum
+    the one nearest the midline (then the lowest); when they span more than ``tip_plateau_mm``
+    in z (a tip cut flat by the field of view), the one nearest the midline at ``z_exp``."""
+    if not math.isfinite(z_exp):
+        ix, iz = np.unravel_index(int(np.argmax(sk)), sk.shape)
+        return int(ix), int(iz)
+    pts = np.argwhere(sk >= float(sk.max()) - 1.0)
+    z = zs[pts[:, 1]]
+    dz = np.abs(z - z_exp) if float(z.max() - z.min()) > p.tip_plateau_mm else 1e-3 * pts[:, 1]
+    k = int(np.argmin(np.abs(xs[pts[:, 0]]) + dz))
+    return int(pts[k, 0]), int(pts[k, 1])
 
 
 def _aperture_rows(hole: Arr, xs: Arr, zs: Arr, comp: Arr, p: AnnotateParams) -> Arr:
@@ -517,16 +624,27 @@ def _find_head(w: _Grid, p: AnnotateParams) -> tuple[Arr | None, FaceLandmarks, 
     body_pts = c.to_world(c.lo + c.spacing * np.argwhere(body).astype(float))
     pitch = 0.0
     nasion = pog = None
+    found = None
     for _ in range(3):
         axes = _rot(yaw, roll, pitch)
         h = _head_grid(w, body_pts, origin, axes, p.grid_mm)
         m = _maps(h, p)
         bo, bf = _bone_front(m, h, p)
-        tip = _nose_tip(h, m, (bo, bf), p)
+        z_orb = _orbits_top(h, m, (bo, bf), p)
+        tip = _nose_tip(h, m, (bo, bf), z_orb, p)
         if tip is None:
-            log.debug("no nose found: empty mask")
-            return None, FaceLandmarks(False, axes, origin, yaw, roll, pitch), h
+            if found is None:
+                log.debug("no nose found: empty mask")
+                return None, FaceLandmarks(False, axes, origin, yaw, roll, pitch), h
+            log.debug("no nose found at pitch %.0f deg: keeping the previous pose", pitch)
+            break
+        found = (h, m, (bo, bf), tip, pitch)
         line = _facial_line(h, m, tip, p)
+        xs, zs = h.coords(0), h.coords(2)
+        log.debug(
+            "pitch %.1f deg: nose tip x %.0f z %.0f mm (orbits' top %s), facial line %s",
+            *(pitch, xs[tip[0]], zs[tip[1]], z_orb, line),
+        )
         if line is None:
             break
         nasion, low, chin = line
@@ -536,7 +654,8 @@ def _find_head(w: _Grid, p: AnnotateParams) -> tuple[Arr | None, FaceLandmarks, 
         if abs(dp) < 1.5 or abs(pitch + dp) > p.max_pitch_deg:
             break
         pitch += dp
-    return _face_mask(h, m, (bo, bf), tip, (nasion, pog), (yaw, roll, pitch), p)
+    h, m, fronts, tip, pitch = found
+    return _face_mask(h, m, fronts, tip, (nasion, pog), (yaw, roll, pitch), p)
 
 
 def _face_mask(
@@ -673,4 +792,37 @@ def _to_source(
     )
     sl = tuple(slice(int(a), int(b)) for a, b in zip(s0, s1, strict=True))
     out[sl] = (f >= 0.5) & (hu[sl] <= p.bone_hu) & (hu[sl] >= p.pad_below_hu)
+    pad = _fov_padding(hu, aff, p)
+    if pad is not None:
+        out &= pad
     return out
+
+
+def _fov_padding(hu: Arr, aff: Arr, p: AnnotateParams) -> Arr | None:
+    """Inside the reconstruction circle, as a bool array broadcastable to ``hu``, or None.
+
+    Scanners pad outside the circular field of view of the axial slices with one constant
+    value; at -1024 HU (or any value not below ``pad_below_hu``) it is not told apart from air
+    by value. Here it is told by shape: the pixels of the axial plane (the two array axes least
+    aligned with world S-I) that hold one value (at most -1000 HU) in every slice, the same for
+    all of them, around a round region (its area at least ``fov_roundness`` of the disk that
+    holds it). Air with noise is never that constant; a body on a constant background is not
+    round.
+    """
+    ax = int(np.argmax(np.abs(aff[2, :3]) / np.sqrt((aff[:3, :3] ** 2).sum(0))))
+    if hu.shape[ax] < 8:
+        return None
+    hi, lo = hu.max(axis=ax), hu.min(axis=ax)
+    const = (hi == lo) & (lo <= -1000.0)
+    if const.sum() < 0.02 * const.size:
+        return None
+    values, counts = np.unique(lo[const], return_counts=True)
+    inside = ~(const & (lo == values[int(np.argmax(counts))]))
+    if not inside.any():
+        return None
+    sp = np.delete(np.sqrt((aff[:3, :3] ** 2).sum(0)), ax)
+    pts = np.argwhere(inside) * sp
+    r2 = float(((pts - pts.mean(0)) ** 2).sum(1).max())
+    if inside.sum() * sp[0] * sp[1] < p.fov_roundness * math.pi * r2:
+        return None
+    return np.expand_dims(inside, ax)

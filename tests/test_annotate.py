@@ -83,6 +83,45 @@ def test_nose_touching_a_protruding_chin_is_found_by_its_aperture() -> None:
     assert np.linalg.norm(lm.nose_tip - tip_true) < 15.0
 
 
+def test_nose_cut_by_a_round_fov_is_not_mistaken_for_the_chin() -> None:
+    # bent forward 12 degrees, the nose cut by a circular field of view padded with -1024 HU
+    # (air by value): the chin protrudes more than the cut nose; the nose lies below the orbits
+    p = make_phantom(3_500_071, max_voxels=300_000)
+    assert p.spec.pad_value == -1024.0
+    assert (p.tissue == Tissue.OUTSIDE_FOV).any()
+    m, lm = annotate_face_landmarks(p.hu(), p.affine)
+    assert lm.found
+    to_w = p.head_to_world
+    tip_true = to_w[:3, :3] @ np.array([0.0, 101.0, -35.0]) + to_w[:3, 3]
+    chin = to_w[:3, :3] @ np.array([0.0, 89.0, -101.0]) + to_w[:3, 3]
+    assert np.linalg.norm(lm.nose_tip - tip_true) < 25.0
+    assert np.linalg.norm(lm.nose_tip - chin) > 50.0
+    # nothing outside the field of view, though its padding reads as air
+    assert not (m & (p.tissue == Tissue.OUTSIDE_FOV)).any()
+    assert _dice(m, p.face) >= 0.75
+
+
+def test_head_tilted_back_with_the_nose_cut_by_the_fov_gets_a_mask() -> None:
+    # tilted back 19.5 degrees and the grid ends 12 mm behind the nose tip: no protrusion is
+    # left; the nose is placed below the orbits and the mask covers what is left of it
+    p = make_phantom(5, **SMALL, random_order=False)
+    p = make_phantom(p.spec, rotation_deg=(19.5, 0.0, 0.0))
+    to_w = p.head_to_world
+    tip_true = to_w[:3, :3] @ np.array([0.0, 101.0, -35.0]) + to_w[:3, 3]
+    ys = p.affine[1, 1] * np.arange(p.data.shape[1]) + p.affine[1, 3]
+    keep = int(np.sum(ys <= tip_true[1] - 12.0))
+    hu, face = p.hu()[:, :keep], p.face[:, :keep]
+    m, lm = annotate_face_landmarks(hu, p.affine)
+    assert lm.found and m.any()
+    assert np.linalg.norm(lm.nose_tip - tip_true) < 25.0
+    assert _dice(m, face) >= 0.7
+    # the stump of the nose: the last voxel row of the grid in front of the true tip
+    ijk = np.linalg.solve(p.affine[:3, :3], tip_true - p.affine[:3, 3])
+    i, k = (round(float(v)) for v in ijk[[0, 2]])
+    stump = np.flatnonzero(hu[i, :, k] > -500.0)
+    assert len(stump) and m[i - 1 : i + 2, stump[-1], k - 1 : k + 2].any()
+
+
 def test_air_margin_is_measured_from_the_skin_not_a_shell(phantoms: dict[int, Phantom]) -> None:
     sheet = Shell(gap_mm=5.0, thickness_mm=2.0, hu=150.0, period_mm=0.0, hole=0.0)
     p = make_phantom(phantoms[11].spec, shell=sheet)
@@ -157,6 +196,8 @@ def test_params_are_frozen_with_documented_defaults() -> None:
     assert p.air_margin_mm >= 5.0 and p.forehead_mm == 40.0
     assert p.air_margin_lateral_mm == 12.0 >= p.air_margin_mm
     assert p.submental_half_width_mm == 70.0 and p.lip_line_deg == 0.0
+    assert p.tip_below_orbits_mm == (15.0, 65.0) and p.orbit_max_depth_mm == 70.0
+    assert p.cut_nose_min_depth_mm == 5.0 and p.fov_roundness == 0.95
     with pytest.raises(AttributeError):
         p.air_margin_mm = 3.0  # type: ignore[misc]
 
