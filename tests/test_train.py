@@ -76,29 +76,6 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_bf16_training_is_seeded_recorded_and_differs_from_fp32(tmp_path: Path) -> None:
-    """``precision="bf16"`` runs the forward pass under bf16 autocast: same seed, same weights;
-    weights not those of fp32 (the arithmetic did change); the recipe file records it."""
-    cases = [ball_case(0), ball_case(1)]
-    runs = {
-        name: train(config(tmp_path / name, seed=3, precision=precision), cases)
-        for name, precision in [("a", "bf16"), ("b", "bf16"), ("c", "fp32")]
-    }
-    weights = {
-        name: torch.load(r.folder / "fold_all" / "checkpoint_final.pth", weights_only=True)[
-            "network_weights"
-        ]
-        for name, r in runs.items()
-    }
-    assert all(np.isfinite(runs["a"].losses))
-    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
-    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
-    recipe = json.loads((runs["a"].folder / "ctadeface_training.json").read_text())
-    assert "bf16" in json.dumps(recipe)
-    with pytest.raises(UsageError, match="precision"):
-        train(config(tmp_path / "d", precision="fp8"), cases)
-
-
 def test_intensity_properties_are_of_the_face_voxels() -> None:
     case = ball_case(0)
     props = intensity_properties([case])
@@ -115,10 +92,8 @@ def test_patch_must_fit_the_pooling(tmp_path: Path) -> None:
 
 def test_command_line_parsing(tmp_path: Path) -> None:
     cfg, args = parse_args(
-        ["--out", str(tmp_path), "--features", "4,8,16", "--cases", "3", "--mirror-axes", "1",
-         "--precision", "bf16"]
-    )  # fmt: skip
-    assert cfg.precision == "bf16"
+        ["--out", str(tmp_path), "--features", "4,8,16", "--cases", "3", "--mirror-axes", "1"]
+    )
     assert cfg.features == (4, 8, 16)
     assert cfg.cases == 3
     assert cfg.mirror_axes == (1,)
