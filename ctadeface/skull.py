@@ -98,9 +98,9 @@ class Intracranial:
             return 0
         # read voxel by voxel only the cells that hold both
         near = []
-        for idx, r, occupied in zip(starts, region, _occupied(hit), strict=True):
-            stop = idx[occupied[-1] + 1] if occupied[-1] + 1 < len(idx) else r.stop - r.start
-            near.append(slice(int(idx[occupied[0]]), int(stop)))
+        for idx, r, (first, last) in zip(starts, region, _bounds(hit), strict=True):
+            stop = idx[last + 1] if last + 1 < len(idx) else r.stop - r.start
+            near.append(slice(int(idx[first]), int(stop)))
         sub = sub[tuple(near)]
         inside = self.voxels(
             tuple(
@@ -126,10 +126,10 @@ def intracranial(
         return None
     # only the box of the bone (plus the closing radius) can hold enclosed cells
     pad = [int(np.ceil(params.close_mm / c)) + 1 for c in cell_mm]
-    offset = tuple(max(0, int(idx[0]) - p) for idx, p in zip(_occupied(bone), pad, strict=True))
+    bounds = _bounds(bone)
+    offset = tuple(max(0, first - p) for (first, _), p in zip(bounds, pad, strict=True))
     stop = tuple(
-        min(n, int(idx[-1]) + p + 1)
-        for idx, p, n in zip(_occupied(bone), pad, bone.shape, strict=True)
+        min(n, last + p + 1) for (_, last), p, n in zip(bounds, pad, bone.shape, strict=True)
     )
     crop = tuple(slice(a, b) for a, b in zip(offset, stop, strict=True))
     sampled, bone = sampled[crop], bone[crop]
@@ -181,6 +181,6 @@ def _enclosed_in_slices(
     return holes[tuple(slice(p[0], n - p[1]) for p, n in zip(pad, holes.shape, strict=True))]
 
 
-def _occupied(mask: np.ndarray) -> list[np.ndarray]:
-    """For each axis, the indices of the slices that hold any True voxel."""
-    return [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+def _bounds(cells: np.ndarray) -> list[tuple[int, int]]:
+    """First and last index holding a True cell, per axis (``cells`` is small: a cell grid)."""
+    return [(int(i.min()), int(i.max())) for i in np.nonzero(cells)]
