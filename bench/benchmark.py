@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -51,28 +50,41 @@ PY = sys.executable
 VHP = SHARED / "heads" / "vhp_female_head.nii.gz"
 
 
+#: Runs the measured command (argv[2:]) and writes its wall seconds and wait4 resource usage to
+#: argv[1]. A process started from the benchmark's own (large: it imports torch to compare
+#: masks) process would inherit that process's peak RSS: Linux keeps the peak of the memory a
+#: child had before ``exec``, which is the parent's. This small interpreter is the parent instead.
+_RUN = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+with open(sys.argv[1], "w") as f:
+    f.write(f"{wall} {usage.ru_utime + usage.ru_stime} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``cmd``; return wall and CPU seconds, peak RSS (MiB) and its stdout. CPU and RSS are
-    the kernel's resource usage of the child and its waited-for descendants (``wait4``), what
-    ``/usr/bin/time -v`` reports, without needing that program installed."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # reaps it: Popen must not wait again
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    the kernel's resource usage of the command and its waited-for descendants (``wait4``, what
+    ``/usr/bin/time -v`` reports), taken by a small interpreter that starts it (see ``_RUN``)."""
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r") as usage,
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", _RUN, usage.name, *cmd], stdout=out, stderr=err, env=env
+        )
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {stderr[-2000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "peak_rss_mib": usage.ru_maxrss / 1024.0,
-        "stdout": stdout,
-    }
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {stderr[-2000:]}")
+        wall, cpu, maxrss_kib = (float(v) for v in usage.read().split())
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": maxrss_kib / 1024.0, "stdout": stdout}
 
 
 def make_inputs(
