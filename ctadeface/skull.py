@@ -155,18 +155,19 @@ def _enclosed_in_slices(
     bone: np.ndarray, axis: int, cell_mm: Sequence[float], close_mm: float
 ) -> np.ndarray:
     """Cells that the bone, closed by about ``close_mm``, surrounds within their slice across
-    ``axis``. All slices at once: the structuring elements are flat along ``axis``; the closing
-    is ``r`` in-plane 3x3 dilations then erosions (an octagon of radius ``close_mm``), and the
-    holes are the in-plane connected parts of the rest that do not touch the slice's border."""
+    ``axis``. All slices at once: the closing is by an in-plane square of ``2 r + 1`` cells
+    (``r`` cells ~ ``close_mm``; separable, so four running max/min filters along the in-plane
+    axes), and the holes are the in-plane connected parts of the rest that do not touch the
+    slice's border."""
     inplane = [a for a in range(3) if a != axis]
     r = max(1, round(close_mm / min(cell_mm[a] for a in inplane)))
-    square = np.expand_dims(np.ones((3, 3), bool), axis)
     pad = [(r + 1, r + 1)] * 3
     pad[axis] = (0, 0)
-    padded = np.pad(bone, pad)
-    closed = ndimage.binary_erosion(
-        ndimage.binary_dilation(padded, square, iterations=r), square, iterations=r
-    )
+    padded = np.pad(bone, pad).view(np.uint8)
+    for op in (ndimage.maximum_filter1d, ndimage.minimum_filter1d):
+        for a in inplane:
+            padded = op(padded, 2 * r + 1, axis=a, mode="constant", cval=0)
+    closed = padded.view(bool)
     cross = np.zeros((3, 3, 3), bool)  # in-plane 4-connectivity only
     cross[tuple(1 if a == axis else slice(None) for a in range(3))] = (
         ndimage.generate_binary_structure(2, 1)
