@@ -226,7 +226,9 @@ def _classify(
     """(air, not bone) on ``box``: HU below ``air_hu``, and at most ``bone_hu``; read in slabs
     so that no float32 copy of the whole box is made."""
     shape = tuple(b.stop - b.start for b in box)
-    air, keep = np.empty(shape, dtype=bool), np.empty(shape, dtype=bool)
+    # Fortran order, as NIfTI data and the masks made from them: slabs along the last axis are
+    # contiguous, and no later operation has to mix memory orders
+    air, keep = np.empty(shape, bool, order="F"), np.empty(shape, bool, order="F")
     last = box[2]
     for start in range(last.start, last.stop, 16):
         stop = min(last.stop, start + 16)
@@ -252,11 +254,12 @@ def _near(
             view = mask[tuple(slice(o, None, st) for o, st in zip(offset, strides, strict=True))]
             coarse[tuple(slice(0, n) for n in view.shape)] |= view
     sampling = [st * s for st, s in zip(strides, spacing, strict=True)]
-    near = ndimage.distance_transform_edt(~coarse, sampling=sampling) <= reach
+    # repeated on the transposed grid, so that the result comes out in Fortran order
+    near = (ndimage.distance_transform_edt(~coarse, sampling=sampling) <= reach).T
     for axis, st in enumerate(strides):
         if st > 1:
-            near = np.repeat(near, st, axis=axis)
-    return near[tuple(slice(0, n) for n in mask.shape)]
+            near = np.repeat(near, st, axis=2 - axis)
+    return near.T[tuple(slice(0, n) for n in mask.shape)]
 
 
 def _near_body(
@@ -281,7 +284,8 @@ def _near_body(
         np.clip(np.floor(np.arange(b.start, b.stop) / st + 0.5).astype(int), 0, n - 1)
         for b, st, n in zip(box, steps, cells.shape, strict=True)
     ]
-    return (distance <= params.body_reach_mm)[np.ix_(*index)]  # bool: 1 byte per voxel
+    near = (distance <= params.body_reach_mm).T  # bool: 1 byte per voxel
+    return near[np.ix_(*index[::-1])].T  # gathered in reverse axis order: Fortran order
 
 
 def _occupied(mask: np.ndarray) -> list[np.ndarray]:
