@@ -10,9 +10,10 @@ grow with the scan's resolution):
 2. enclosed: cells that the bone, closed by ``close_mm``, surrounds in their slice across any of
    the three array axes (axial, coronal and sagittal slices, whatever the voxel order: the skull
    is a closed ring in them, the face is never closed in front);
-3. the brain: connected parts of enclosed, non-bone cells holding at least ``min_ml`` of soft
-   tissue (``soft_hu``: brain, CSF, blood); globes, sinuses and other small enclosed spaces fall
-   out unless they touch the brain, which is outside the face mask anyway;
+3. the brain: enclosed cells of soft tissue (``soft_hu``: brain, CSF, blood), opened by one cell
+   so that thin bridges break, in connected parts of at least ``min_ml``; globes and other small
+   enclosed spaces fall out, air (sinuses, airway) never belongs, and what stays joined to the
+   brain (the spinal canal, orbital contents behind the rims) lies outside the face mask anyway;
 4. grown by ``grow_cells`` cells, so that voxels at a cell's border and next to the inner table
    are covered (it stops well short of the skin: the skull is thicker than that).
 
