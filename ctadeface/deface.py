@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .boxes import occupied
 from .io import CTImage, HUView
 from .skull import SkullParams, intracranial
 
@@ -200,7 +201,7 @@ def postprocess(
     pad = [int(np.ceil(reach / s)) + n for s, n in zip(spacing, strides, strict=True)]
     box = tuple(
         slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
-        for idx, p, n in zip(_occupied(mask), pad, mask.shape, strict=True)
+        for idx, p, n in zip(occupied(mask), pad, mask.shape, strict=True)
     )
     sub_mask = mask[box]
     if params.body_reach_mm > 0:
@@ -286,13 +287,3 @@ def _near_body(
     ]
     near = (distance <= params.body_reach_mm).T  # bool: 1 byte per voxel
     return near[np.ix_(*index[::-1])].T  # gathered in reverse axis order: Fortran order
-
-
-def _occupied(mask: np.ndarray) -> list[np.ndarray]:
-    """For each axis, the indices of the slices that hold any True voxel (two passes)."""
-    plane = mask.any(axis=2)
-    return [
-        np.flatnonzero(plane.any(axis=1)),
-        np.flatnonzero(plane.any(axis=0)),
-        np.flatnonzero(mask.any(axis=(0, 1))),
-    ]

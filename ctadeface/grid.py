@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from scipy import ndimage  # imported with the module, not during a scan's first segmentation
 
+from .boxes import occupied
+
 #: A box of a 3D grid: one slice per axis (start, stop; step 1).
 Box = tuple[slice, slice, slice]
 
@@ -68,9 +70,7 @@ def body_box(
         return None
     coarse, steps = found
     box = []
-    for axis, (n_axis, step, sp) in enumerate(zip(volume.shape, steps, spacing, strict=True)):
-        others = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(coarse.any(axis=others))
+    for hit, n_axis, step, sp in zip(occupied(coarse), volume.shape, steps, spacing, strict=True):
         pad = int(np.ceil(margin_mm / sp)) + step
         box.append(slice(max(0, int(hit[0]) * step - pad), min(n_axis, int(hit[-1]) * step + pad)))
     return (box[0], box[1], box[2])

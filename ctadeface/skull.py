@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .boxes import occupied
+
 
 @dataclass(frozen=True)
 class SkullParams:
@@ -99,7 +101,8 @@ class Intracranial:
             return 0
         # read voxel by voxel only the cells that hold both
         near = []
-        for idx, r, (first, last) in zip(starts, region, _bounds(hit), strict=True):
+        for idx, r, held in zip(starts, region, occupied(hit), strict=True):
+            first, last = int(held[0]), int(held[-1])
             stop = idx[last + 1] if last + 1 < len(idx) else r.stop - r.start
             near.append(slice(int(idx[first]), int(stop)))
         sub = sub[tuple(near)]
@@ -127,11 +130,9 @@ def intracranial(
         return None
     # only the box of the bone (plus the closing radius) can hold enclosed cells
     pad = [int(np.ceil(params.close_mm / c)) + 1 for c in cell_mm]
-    bounds = _bounds(bone)
-    offset = tuple(max(0, first - p) for (first, _), p in zip(bounds, pad, strict=True))
-    stop = tuple(
-        min(n, last + p + 1) for (_, last), p, n in zip(bounds, pad, bone.shape, strict=True)
-    )
+    held = occupied(bone)
+    offset = tuple(max(0, int(h[0]) - p) for h, p in zip(held, pad, strict=True))
+    stop = tuple(min(n, int(h[-1]) + p + 1) for h, p, n in zip(held, pad, bone.shape, strict=True))
     crop = tuple(slice(a, b) for a, b in zip(offset, stop, strict=True))
     sampled, bone = sampled[crop], bone[crop]
     enclosed = np.zeros_like(bone)
@@ -181,8 +182,3 @@ def _enclosed_in_slices(
     outside[labels[frame]] = True
     holes = ~outside[labels]
     return holes[tuple(slice(p[0], n - p[1]) for p, n in zip(pad, holes.shape, strict=True))]
-
-
-def _bounds(cells: np.ndarray) -> list[tuple[int, int]]:
-    """First and last index holding a True cell, per axis (``cells`` is small: a cell grid)."""
-    return [(int(i.min()), int(i.max())) for i in np.nonzero(cells)]
