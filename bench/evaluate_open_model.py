@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess  # noqa: E402
 from ctadeface.io import CTImage, load_ct  # noqa: E402
 from ctadeface.models import resolve_model  # noqa: E402
+from ctadeface.phantom import PhantomSpec  # noqa: E402
 from ctadeface.segment import FaceSegmenter  # noqa: E402
 from ctadeface.train import dice  # noqa: E402
 
@@ -75,6 +76,18 @@ def default_mask(seg: FaceSegmenter, hu: np.ndarray, spacing: tuple[float, ...])
 # --- a. phantoms ------------------------------------------------------------------------------
 
 
+def phantom_extras(spec: PhantomSpec) -> str:
+    """What a phantom shows besides anatomy: contrast phase, shell or sheet, streaks, padding."""
+    extras = [spec.phase]
+    if spec.shell is not None:
+        extras.append("shell" if spec.shell.period_mm > 0 else "sheet")
+    if spec.streaks:
+        extras.append("streaks")
+    if spec.pad_value is not None:
+        extras.append(f"pad {spec.pad_value:.0f}")
+    return ", ".join(extras)
+
+
 def section_phantoms(seg: FaceSegmenter, n: int, max_voxels: int) -> list[str]:
     from ctadeface.phantom import make_phantom
 
@@ -88,16 +101,9 @@ def section_phantoms(seg: FaceSegmenter, n: int, max_voxels: int) -> list[str]:
         raw.append(dice(mask, ph.face))
         post.append(dice(pp, ph.face))
         s = ph.spec
-        extras = [s.phase]
-        if s.shell is not None:
-            extras.append("shell" if s.shell.period_mm > 0 else "sheet")
-        if s.streaks:
-            extras.append("streaks")
-        if s.pad_value is not None:
-            extras.append(f"pad {s.pad_value:.0f}")
         rows.append(
             f"| {PHANTOM_SEED0 + i} | {'x'.join(map(str, s.shape))} | "
-            f"{'/'.join(f'{v:.1f}' for v in s.spacing)} | {', '.join(extras)} | "
+            f"{'/'.join(f'{v:.1f}' for v in s.spacing)} | {phantom_extras(s)} | "
             f"{raw[-1]:.3f} | {post[-1]:.3f} |"
         )
         log.info("phantom %d: Dice %.3f / %.3f", i, raw[-1], post[-1])

@@ -24,6 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from evaluate_open_model import phantom_extras  # noqa: E402
 
 from ctadeface.annotate import annotate_face  # noqa: E402
 from ctadeface.phantom import make_phantom  # noqa: E402
@@ -46,15 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         score = dice(mask, phantom.face)
         scores.append(score)
         spec = phantom.spec
-        extras = [spec.phase]
-        if spec.shell is not None:
-            extras.append("shell")
-        if spec.streaks:
-            extras.append("streaks")
         rows.append(
-            f"| {seed} | {'x'.join(map(str, phantom.tissue.shape))} | "
+            f"| {seed} | {'x'.join(map(str, spec.shape))} | "
             f"{'/'.join(f'{s:.1f}' for s in spec.spacing)} | "
-            f"{'/'.join(f'{r:+.0f}' for r in spec.rotation_deg)} | {', '.join(extras)} | "
+            f"{'/'.join(f'{r:+.0f}' for r in spec.rotation_deg)} | {phantom_extras(spec)} | "
             f"{score:.3f} | {seconds:.1f} |"
         )
         print(rows[-1], flush=True)
