@@ -65,6 +65,7 @@ class TrainConfig:
     mirror_axes: tuple[int, ...] = ()
     foreground_fraction: float = 0.33
     threads: int = 1
+    phantom_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -285,11 +286,38 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + 1 - dice
 
 
-def train(config: TrainConfig, cases: Sequence[Case]) -> TrainResult:
-    """Train on ``cases`` and write the model folder; returns it with the loss history."""
+def sampling_weights(
+    n_phantoms: int, n_other: int, phantom_share: float | None
+) -> np.ndarray | None:
+    """Probability of drawing each case (phantoms first, then the others) for a patch.
+
+    ``None`` (or no phantoms, or no others) means every case equally often. Otherwise the
+    phantoms together get ``phantom_share`` of the draws and the other cases the rest, each
+    group drawn uniformly.
+    """
+    if phantom_share is None or n_phantoms == 0 or n_other == 0:
+        return None
+    if not 0.0 < phantom_share < 1.0:
+        raise UsageError(f"--phantom-share {phantom_share}: must lie strictly between 0 and 1")
+    return np.concatenate(
+        [
+            np.full(n_phantoms, phantom_share / n_phantoms),
+            np.full(n_other, (1.0 - phantom_share) / n_other),
+        ]
+    )
+
+
+def train(
+    config: TrainConfig, cases: Sequence[Case], weights: np.ndarray | None = None
+) -> TrainResult:
+    """Train on ``cases`` and write the model folder; returns it with the loss history.
+
+    ``weights``: the probability of drawing each case for a patch (default: uniform)."""
     start = time.monotonic()
     if not cases:
         raise UsageError("no training cases")
+    if weights is not None and len(weights) != len(cases):
+        raise UsageError(f"{len(weights)} sampling weights for {len(cases)} cases")
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     dataset_json = make_dataset_json(len(cases))
@@ -313,7 +341,11 @@ def train(config: TrainConfig, cases: Sequence[Case]) -> TrainResult:
     for iteration in range(config.iterations):
         batch = [
             _sample_patch(
-                *prepared[rng.integers(len(prepared))],
+                *prepared[
+                    rng.integers(len(prepared))
+                    if weights is None
+                    else rng.choice(len(prepared), p=weights)
+                ],
                 config.patch,
                 rng,
                 on_face=rng.random() < config.foreground_fraction,
@@ -626,6 +658,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
     p.add_argument("--phantom-spacing-range", type=_float_tuple, default=None, help="LO,HI mm")
     p.add_argument("--phantom-max-voxels", type=int, default=None, help="phantom size cap")
     p.add_argument("--foreground-fraction", type=float, default=0.33)
+    p.add_argument(
+        "--phantom-share",
+        type=float,
+        default=None,
+        help="fraction of patches drawn from phantoms (default: every case equally often)",
+    )
     p.add_argument("--holdout", type=int, default=1, help="held-out phantoms to score")
     p.add_argument(
         "--real-glob",
@@ -674,6 +712,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
         mirror_axes=args.mirror_axes,
         foreground_fraction=args.foreground_fraction,
         threads=args.threads,
+        phantom_share=args.phantom_share,
     )
     return config, args
 
@@ -703,7 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases += negatives
     (config.out).mkdir(parents=True, exist_ok=True)
     (config.out / "training_files.txt").write_text("".join(f"{p}\n" for p in real))
-    result = train(config, cases)
+    weights = sampling_weights(config.cases, len(cases) - config.cases, config.phantom_share)
+    result = train(config, cases, weights)
     if args.holdout:
         from ctadeface.models import resolve_model
         from ctadeface.segment import FaceSegmenter

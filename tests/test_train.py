@@ -21,6 +21,7 @@ from ctadeface.train import (
     intensity_properties,
     make_plans,
     parse_args,
+    sampling_weights,
     train,
 )
 
@@ -76,6 +77,38 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_sampling_weights_give_the_phantoms_their_share() -> None:
+    w = sampling_weights(3, 5, 0.6)
+    assert w is not None and w.sum() == pytest.approx(1.0)
+    assert w[:3].sum() == pytest.approx(0.6) and np.ptp(w[:3]) == 0 and np.ptp(w[3:]) == 0
+    assert sampling_weights(3, 5, None) is None  # uniform over all cases
+    assert sampling_weights(0, 5, 0.6) is None and sampling_weights(3, 0, 0.6) is None
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        sampling_weights(3, 5, 1.0)
+
+
+def test_a_case_with_zero_weight_is_never_drawn(tmp_path: Path) -> None:
+    def empty(seed: int) -> Case:  # no face, so plans (face-voxel intensities) do not change
+        case = ball_case(seed)
+        return Case(case.hu, np.zeros_like(case.face), case.spacing)
+
+    def weights(out: Path, other: Case, w) -> dict:
+        folder = train(config(out, seed=1), [ball_case(0), other], w).folder
+        return torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=True)[
+            "network_weights"
+        ]
+
+    only_first = np.array([1.0, 0.0])
+    a = weights(tmp_path / "a", empty(1), only_first)
+    b = weights(tmp_path / "b", empty(2), only_first)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = weights(tmp_path / "c", empty(1), None)
+    d = weights(tmp_path / "d", empty(2), None)
+    assert not all(torch.equal(c[k], d[k]) for k in c)  # drawn uniformly, the second case counts
+    with pytest.raises(UsageError, match="3 sampling weights for 2 cases"):
+        train(config(tmp_path / "e"), [ball_case(0), empty(1)], np.ones(3) / 3)
+
+
 def test_intensity_properties_are_of_the_face_voxels() -> None:
     case = ball_case(0)
     props = intensity_properties([case])
@@ -99,6 +132,8 @@ def test_command_line_parsing(tmp_path: Path) -> None:
     assert cfg.mirror_axes == (1,)
     assert cfg.out == tmp_path
     assert args.holdout == 1
+    assert cfg.phantom_share is None
+    assert parse_args(["--out", str(tmp_path), "--phantom-share", "0.6"])[0].phantom_share == 0.6
 
 
 def test_dice() -> None:
