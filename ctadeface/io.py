@@ -204,6 +204,10 @@ def load_ct(path: Path) -> CTImage:
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise _fail(path, "image contains NaN or infinite values")
     slope, inter = img.dataobj.slope, img.dataobj.inter
+    if not _scaling_fits(data, float(slope), float(inter)):
+        raise _fail(
+            path, f"scl_slope {slope:g} / scl_inter {inter:g} scale the data beyond float32"
+        )
     return CTImage(
         path=path,
         data=data,
@@ -213,6 +217,24 @@ def load_ct(path: Path) -> CTImage:
         inter=float(inter),
         spacing=tuple(float(z) for z in header.get_zooms()[:3]),  # type: ignore[arg-type]
     )
+
+
+def _scaling_fits(data: np.ndarray, slope: float, inter: float) -> bool:
+    """Whether ``data * slope + inter`` is finite in float32 for every voxel (HU are float32).
+
+    Decided from the dtype's range when that suffices (no pass over the data)."""
+    if not (np.isfinite(slope) and np.isfinite(inter)):
+        return False
+    limit = float(np.finfo(np.float32).max) / 2
+    if data.dtype.kind in "iu":
+        info = np.iinfo(data.dtype)
+        largest = max(abs(float(info.min)), abs(float(info.max)))
+    else:
+        largest = float(np.abs(data).max()) if data.size else 0.0
+    if abs(slope) * largest + abs(inter) < limit:
+        return True
+    extremes = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    return all(abs(v * slope + inter) < limit for v in extremes)
 
 
 def _read_array(

@@ -167,6 +167,16 @@ def test_nan_in_float_image_refused(tmp_path):
         load_ct(path)
 
 
+def test_scaling_beyond_float32_refused_but_a_large_harmless_one_kept(tmp_path):
+    path = tmp_path / "huge.nii"
+    _save(path, np.int16, 1e36, 0.0)  # int16 values up to 199 times 1e36: float32 overflows
+    with pytest.raises(InputError, match=r"huge\.nii.*scale the data beyond float32"):
+        load_ct(path)
+    _save(path, np.int16, 1e35, 0.0)  # int16 could overflow, these data (< 200) do not
+    image = load_ct(path)
+    assert np.isfinite(image.hu()).all()
+
+
 def test_write_text_atomic_and_exclusive(tmp_path):
     target = tmp_path / "a" / "b.json"
     write_text_atomic(target, "one")
