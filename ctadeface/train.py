@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ctadeface import boxes
 from ctadeface.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -541,8 +542,7 @@ def face_free_crops(
     if not case.face.any():
         return []
     out = []
-    for axis in range(3):
-        occupied = np.flatnonzero(case.face.any(axis=tuple(a for a in range(3) if a != axis)))
+    for axis, occupied in enumerate(boxes.occupied(case.face)):
         gap = math.ceil(gap_mm / case.spacing[axis])
         need = math.ceil(min_mm / case.spacing[axis])
         n = case.face.shape[axis]
