@@ -16,8 +16,11 @@ b. Every head of ``../shared/data/heads``: MTCNN on 15 skin renders before/after
    bridges (optic nerves) break, in 3D-connected parts of at least 20 mL (globes fall out).
    Heads used in training are marked "seen in training" (``--trained-on`` names them).
 c. OpenKBP validation patients: are the nose tip, the lips and the chin inside the mask? The
-   points come from the annotator (``annotate.annotate_face_landmarks``: nose tip, pogonion or
-   menton for the chin; lips = the midpoint of nose tip and chin), not from a human.
+   points come from the annotator (``annotate.annotate_face_landmarks``), not from a human: the
+   nose tip, and the lips' and the chin's soft-tissue points (``lips``, ``soft_chin``: the most
+   anterior skin point of the mid-sagittal profile, 2 mm inside the skin). Until session 5 the
+   lips were the midpoint of nose tip and chin (often in the air beyond the mask's margin) and
+   the chin was the bony menton when no pogonion was seen (bone, outside any correct mask).
 d. Robustness: every OpenKBP CT segmented in process (errors counted, mask volumes), plus a
    brain-only crop (a real head above its orbits), a neck-only crop (an OpenKBP CT below the
    chin) and a synthetic abdomen: their masks should be empty or tiny (a top crop of a full head
@@ -249,12 +252,10 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
             rows.append(f"| {path.name} | no face found by the annotator | | | |")
             continue
         mask = default_mask(seg, hu, image.spacing)
-        chin = marks.pogonion if marks.pogonion is not None else marks.menton
-        lips = None if chin is None else (marks.nose_tip + chin) / 2.0
         got = {
             "nose tip": _inside(mask, image.affine, marks.nose_tip),
-            "lips": _inside(mask, image.affine, lips),
-            "chin": _inside(mask, image.affine, chin),
+            "lips": _inside(mask, image.affine, marks.lips),
+            "chin": _inside(mask, image.affine, marks.soft_chin),
         }
         for key, value in got.items():
             if value is not None:
@@ -271,8 +272,9 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
     out = [
         f"## c. OpenKBP validation patients ({len(paths)}): landmarks inside the mask",
         "",
-        "Landmarks come from the anatomical annotator (not a human); lips = midpoint of nose "
-        "tip and chin (pogonion, else menton).",
+        "Landmarks come from the anatomical annotator (not a human): the nose tip, and the "
+        "lips' and the chin's most anterior skin points of the mid-sagittal profile, 2 mm "
+        "inside the skin.",
         "",
         "| landmark | inside | of | fraction | criterion >= 95% |",
         "|---|---|---|---|---|",

@@ -106,7 +106,12 @@ class FaceLandmarks:
     """Where the annotator found the face (world RAS+ mm; None when not found).
 
     frame: 3x3, columns = head x (right), y (anterior), z (superior) in world. yaw, roll, pitch:
-    degrees. nose_tip etc.: world points. z_rim, z_top, z_bottom, y_post: head-frame limits (mm,
+    degrees. nose_tip etc.: world points. ``pogonion`` is the chin's point of the skin profile's
+    front tangent, ``menton`` the lowest anterior point of the mandible (bone). ``lips`` and
+    ``soft_chin`` lie :data:`SOFT_LANDMARK_INSET_MM` inside the skin of the mid-sagittal profile:
+    the most anterior point of the lips (12-40 mm below the nose tip) and of the chin's soft
+    tissue (up to 25 mm above the menton and 15 mm below the lips' point, or the pogonion when
+    no menton is seen): soft-tissue points that a face mask must hold. z_rim, z_top, z_bottom, y_post: head-frame limits (mm,
     relative to the frame origin ``origin``, a world point on the mid-sagittal plane).
     """
 
@@ -121,11 +126,17 @@ class FaceLandmarks:
     nasion: Arr | None = None
     pogonion: Arr | None = None
     menton: Arr | None = None
+    lips: Arr | None = None
+    soft_chin: Arr | None = None
     orbits_seen: bool = False
     z_rim: float = math.nan
     z_top: float = math.nan
     z_bottom: float = math.nan
     y_post: float = math.nan
+
+
+#: How far inside the skin (mm, posterior in the head frame) the soft-tissue landmarks lie.
+SOFT_LANDMARK_INSET_MM = 2.0
 
 
 def annotate_face(hu: Arr, affine: Arr, params: AnnotateParams | None = None) -> Arr:
@@ -510,6 +521,31 @@ def _profile(m: _Maps, h: _Grid, p: AnnotateParams) -> Arr:
     return np.fmax.reduce(np.where(band[:, None], m.skin, np.nan), axis=0)
 
 
+def _soft_landmarks(
+    prof: Arr | None, zs: Arr, z_tip: float, z_men: float, pog: tuple[float, float] | None
+) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """(y, z) head-frame mm of the lips' and the chin's most anterior skin points of the
+    mid-sagittal profile ``prof`` (skin y per z), moved :data:`SOFT_LANDMARK_INSET_MM` into the
+    tissue; None where that part of the profile is not seen."""
+
+    def front(lo: float, hi: float) -> tuple[float, float] | None:
+        rows = np.flatnonzero(np.isfinite(prof) & (zs >= lo) & (zs <= hi))
+        if len(rows) < 3:
+            return None
+        k = rows[np.argmax(prof[rows])]
+        return float(prof[k]) - SOFT_LANDMARK_INSET_MM, float(zs[k])
+
+    if prof is None:
+        return None, None
+    lips = front(z_tip - 40.0, z_tip - 12.0)
+    if math.isfinite(z_men):
+        # the chin's soft tissue above the menton, at least 15 mm below the lips' front
+        chin = front(z_men, min(z_men + 25.0, z_tip - 55.0 if lips is None else lips[1] - 15.0))
+    else:
+        chin = None if pog is None else (pog[0] - SOFT_LANDMARK_INSET_MM, pog[1])
+    return lips, chin
+
+
 def _facial_line(
     h: _Grid, m: _Maps, tip: tuple[int, int, float], p: AnnotateParams
 ) -> tuple[tuple[float, float], tuple[float, float], bool] | None:
@@ -731,6 +767,7 @@ def _face_mask(
     mask = region & near & (h.data <= p.bone_hu)
     yaw, roll, pitch = pose
     nas, pog = line
+    lips, soft_chin = _soft_landmarks(_profile(m, h, p), zs, z_tip, z_men, pog)
     to_w = h.to_world
     lm = FaceLandmarks(
         found=True,
@@ -744,6 +781,8 @@ def _face_mask(
         nasion=None if nas is None else to_w([0.0, *nas]),
         pogonion=None if pog is None else to_w([0.0, *pog]),
         menton=None if not math.isfinite(z_men) else to_w([0.0, y_men, z_men]),
+        lips=None if lips is None else to_w([0.0, *lips]),
+        soft_chin=None if soft_chin is None else to_w([0.0, *soft_chin]),
         orbits_seen=orbits_seen,
         z_rim=z_rim,
         z_top=z_top,

@@ -72,6 +72,21 @@ def test_landmarks_follow_pose(phantoms: dict[int, Phantom]) -> None:
     assert float(lm.frame[:, 1] @ y_true) > np.cos(np.radians(12.0))
 
 
+def test_soft_lips_and_chin_lie_in_the_face_tissue(phantoms: dict[int, Phantom]) -> None:
+    for p in phantoms.values():
+        _, lm = annotate_face_landmarks(p.hu(), p.affine)
+        to_w = p.head_to_world
+        for point, true in ((lm.lips, (0.0, 89.0, -57.0)), (lm.soft_chin, (0.0, 87.0, -101.0))):
+            assert point is not None
+            ijk = np.rint(np.linalg.solve(p.affine, np.append(point, 1.0))[:3]).astype(int)
+            assert p.face[tuple(ijk)]  # inside the exact mask
+            assert p.tissue[tuple(ijk)] not in NEVER  # soft tissue, not bone or teeth
+            true_w = to_w[:3, :3] @ np.array(true) + to_w[:3, 3]
+            true_ijk = np.linalg.solve(p.affine, np.append(true_w, 1.0))[:3]
+            if np.all((true_ijk >= 0) & (true_ijk <= np.array(p.face.shape) - 1)):
+                assert np.linalg.norm(point - true_w) < 12.0  # (else the view cuts it)
+
+
 def test_nose_touching_a_protruding_chin_is_found_by_its_aperture() -> None:
     # tilted back 17 degrees under a shell, at 3 x 4 mm in-plane: the chin protrudes as far as
     # the nose and touches it in one skin protrusion; only the nose has the piriform aperture
