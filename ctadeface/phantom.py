@@ -11,8 +11,10 @@ voxel centres (no partial volume) and consistent with each other by construction
 The face mask follows ``docs/mask-definition.md``: soft tissue (skin, fat, muscle, cartilage,
 the anterior orbit, facial arteries) in front of the facial skeleton, from 40 mm above the
 supraorbital rims down to the hyoid, laterally to 10 mm in front of the tragus, plus an 8 mm
-margin of outside air in front of that skin. Bone, teeth, intracranial content, cavities and
-airway, ears and neck vessels are never in it.
+margin of outside air in front of that skin: the air within 8 mm of the body, measured in world
+millimetres on the grid (Euclidean, between voxel centres), not by the shapes' approximate
+template distances, which stretched it to 8-15 mm (before session 5). Bone, teeth,
+intracranial content, cavities and airway, ears and neck vessels are never in it.
 
 Array order is "as on disk": the array index (i, j, k) maps to world RAS+ mm by ``affine``. The
 voxel order (axis permutation and flips), spacing, storage dtype and scaling are drawn at random
@@ -38,7 +40,9 @@ from enum import IntEnum
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
+from ctadeface.boxes import occupied
 from ctadeface.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -830,10 +834,21 @@ def _face_mask(b: _Block, lab: Arr, bf: Arr, d_cav: Arr, d_face: Arr, spec: Phan
     upper &= np.abs(b.x) < X_FOREHEAD + (1.0 - ramp) * 40.0
     region = lower | upper
     allowed = np.isin(lab, np.array(sorted(MASKABLE), np.uint8))
-    margin = np.float32(spec.margin_mm / min(spec.scale))
-    outside = (lab == Tissue.AIR) | (lab == Tissue.SHELL)
-    air_ok = ~outside | (d_face < margin)
+    # Air (and a device in it) is only a candidate here, within a generous template distance of
+    # the face; build() keeps the candidates within margin_mm (world, exact) of the body.
+    reach = np.float32(_MARGIN_REACH * spec.margin_mm / min(spec.scale))
+    air_ok = ~_outside_body(lab) | (d_face < reach)
     return region & allowed & air_ok
+
+
+#: Air farther than this many margins from the face (template distance, which is approximate)
+#: is not even a candidate for the mask's air margin.
+_MARGIN_REACH = 3.0
+
+
+def _outside_body(lab: Arr) -> Arr:
+    """Air and devices lying in it (the air margin is measured from everything else)."""
+    return (lab == Tissue.AIR) | (lab == Tissue.SHELL)
 
 
 def _block_hu(b: _Block, lab: Arr, d_cav: Arr, spec: PhantomSpec) -> Arr:
@@ -1075,17 +1090,21 @@ def build(spec: PhantomSpec) -> Phantom:
     h2w = head_to_world(spec)
     idx2head = np.linalg.inv(h2w) @ aff  # voxel index -> template mm
     shape = spec.shape
-    tissue = np.zeros(shape, np.uint8)
-    face = np.zeros(shape, bool)
+    # Labels are evaluated on the grid grown by the air margin, so that the margin of a voxel
+    # near the grid's edge sees the body beyond it (any window of a grid gives the same mask).
+    pad = tuple(math.ceil(spec.margin_mm / s) + 1 for s in spec.spacing)
+    inner = tuple(slice(p, p + n) for p, n in zip(pad, shape, strict=True))
+    tissue_p = np.zeros(tuple(n + 2 * p for n, p in zip(shape, pad, strict=True)), np.uint8)
+    face_p = np.zeros(tissue_p.shape, bool)
     hu = np.zeros(shape, np.float32)
     m = idx2head[:3, :3].astype(np.float32)
     o = idx2head[:3, 3].astype(np.float32)
-    for i0 in range(0, shape[0], _BLOCK):
-        for j0 in range(0, shape[1], _BLOCK):
-            for k0 in range(0, shape[2], _BLOCK):
+    for i0 in range(-pad[0], shape[0] + pad[0], _BLOCK):
+        for j0 in range(-pad[1], shape[1] + pad[1], _BLOCK):
+            for k0 in range(-pad[2], shape[2] + pad[2], _BLOCK):
                 sl = tuple(
-                    slice(a0, min(a0 + _BLOCK, n))
-                    for a0, n in zip((i0, j0, k0), shape, strict=True)
+                    slice(a0, min(a0 + _BLOCK, n + p))
+                    for a0, n, p in zip((i0, j0, k0), shape, pad, strict=True)
                 )
                 ii, jj, kk = np.meshgrid(
                     *(np.arange(s.start, s.stop, dtype=np.float32) for s in sl), indexing="ij"
@@ -1106,9 +1125,14 @@ def build(spec: PhantomSpec) -> Phantom:
                 blk = _Block(x, y, z, ch.min(1), ch.max(1))
                 lab, fc, h = _label_block(blk, spec)
                 bshape = tuple(s.stop - s.start for s in sl)
-                tissue[sl] = lab.reshape(bshape)
-                face[sl] = fc.reshape(bshape)
-                hu[sl] = h.reshape(bshape)
+                at = tuple(slice(s.start + p, s.stop + p) for s, p in zip(sl, pad, strict=True))
+                tissue_p[at] = lab.reshape(bshape)
+                face_p[at] = fc.reshape(bshape)
+                src, dst = _overlap(sl, shape)
+                if src is not None:
+                    hu[dst] = h.reshape(bshape)[src]
+    tissue = np.ascontiguousarray(tissue_p[inner])
+    face = _exact_margin(face_p, tissue_p, spec)[inner]
     _add_noise(hu, spec)
     if spec.pad_value is not None:
         out = _outside_fov(spec)
@@ -1119,6 +1143,38 @@ def build(spec: PhantomSpec) -> Phantom:
     data = _store(hu, dtype, slope, inter)
     log.debug("phantom %s built: %d face voxels", spec.shape, int(face.sum()))
     return Phantom(data, slope, inter, aff, face, tissue, spec, h2w)
+
+
+def _overlap(
+    sl: tuple[slice, ...], shape: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | tuple[None, None]:
+    """The part of a block (index slices, possibly outside the grid) that lies on the grid:
+    (slices into the block, slices into the grid), or (None, None)."""
+    lo = [max(s.start, 0) for s in sl]
+    hi = [min(s.stop, n) for s, n in zip(sl, shape, strict=True)]
+    if any(a >= b for a, b in zip(lo, hi, strict=True)):
+        return None, None
+    src = tuple(slice(a - s.start, b - s.start) for a, b, s in zip(lo, hi, sl, strict=True))
+    return src, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
+def _exact_margin(candidates: Arr, tissue: Arr, spec: PhantomSpec) -> Arr:
+    """The mask: its body part, and its air candidates that lie within ``spec.margin_mm`` (world
+    mm, Euclidean, voxel centre to voxel centre) of the body. Distances are computed only in the
+    box of the candidates grown by the margin."""
+    outside = _outside_body(tissue)
+    face = candidates & ~outside
+    air = candidates & outside
+    if not air.any():
+        return face
+    grow = [math.ceil(spec.margin_mm / s) + 1 for s in spec.spacing]
+    box = tuple(
+        slice(max(0, int(idx[0]) - g), min(n, int(idx[-1]) + g + 1))
+        for idx, g, n in zip(occupied(air), grow, tissue.shape, strict=True)
+    )
+    dist = ndimage.distance_transform_edt(outside[box], sampling=spec.spacing)
+    face[box] |= air[box] & (dist <= spec.margin_mm)
+    return face
 
 
 def _add_noise(hu: Arr, spec: PhantomSpec) -> None:

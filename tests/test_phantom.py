@@ -218,6 +218,28 @@ def test_air_margin_is_thick_in_front_of_masked_skin() -> None:
     assert (near & p.face).sum() >= 0.85 * near.sum()
 
 
+def test_air_margin_is_margin_mm_in_world_millimetres() -> None:
+    # an anisotropically scaled head on an anisotropic grid: the mask's air reaches exactly
+    # margin_mm from the body (it used to reach 8-15 mm by the shapes' template distances)
+    ndimage = pytest.importorskip("scipy.ndimage")
+    spec = PhantomSpec(
+        shape=(70, 64, 60),
+        spacing=(2.5, 3.0, 3.5),
+        scale=(0.9, 1.1, 1.05),
+        rotation_deg=(12.0, 0.0, -8.0),
+        fov_center_mm=(0, 20, -40),
+    )
+    p = make_phantom(spec)
+    outside = np.isin(p.tissue, [T.AIR, T.SHELL])
+    dist = ndimage.distance_transform_edt(outside, sampling=spec.spacing)
+    reach = dist[p.face & outside]
+    assert reach.max() <= spec.margin_mm + 1e-6
+    assert reach.max() >= spec.margin_mm - 1.0
+    thin = make_phantom(spec, margin_mm=5.0)
+    assert dist[thin.face & outside].max() <= 5.0 + 1e-6
+    np.testing.assert_array_equal(thin.face & ~outside, p.face & ~outside)  # same tissue
+
+
 def test_contrast_phases_set_vessel_and_vein_hu() -> None:
     base = dict(shape=(56, 60, 64), spacing=(4.0, 4.0, 4.0), noise_sigma=0.0)
     venous = make_phantom(PhantomSpec(**base, phase="venous", vessel_hu=180.0, vein_hu=300.0))
