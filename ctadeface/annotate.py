@@ -111,8 +111,9 @@ class FaceLandmarks:
     ``soft_chin`` lie :data:`SOFT_LANDMARK_INSET_MM` inside the skin of the mid-sagittal profile:
     the most anterior point of the lips (12-40 mm below the nose tip) and of the chin's soft
     tissue (up to 25 mm above the menton and 15 mm below the lips' point, or the pogonion when
-    no menton is seen): soft-tissue points that a face mask must hold. z_rim, z_top, z_bottom, y_post: head-frame limits (mm,
-    relative to the frame origin ``origin``, a world point on the mid-sagittal plane).
+    no menton is seen): soft-tissue points that a face mask must hold. z_rim, z_top, z_bottom,
+    y_post: head-frame limits (mm, relative to the frame origin ``origin``, a world point on the
+    mid-sagittal plane).
     """
 
     found: bool
