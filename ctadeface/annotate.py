@@ -55,8 +55,8 @@ class AnnotateParams:
     bone_hu: float = 600.0  # never masked at the stored resolution (vessels are 200-500 HU)
     pad_below_hu: float = -1100.0  # lower values are padding outside the field of view
     fov_roundness: float = 0.95  # a constant border around a region this round is padding
-    air_margin_mm: float = 10.0  # air kept in front of the skin (>= 5 mm by definition)
-    air_margin_lateral_mm: float = 12.0  # ... beside the skin (x direction), >= air_margin_mm
+    air_margin_mm: float = 8.0  # air kept in front of the skin (>= 5 mm by definition; phantoms: 8)
+    air_margin_lateral_mm: float = 8.0  # ... beside the skin (x direction), >= air_margin_mm
     vessel_open_mm: float = 8.0  # opening of the bone-front height map (vessels, streaks)
     front_allowance_mm: float = 2.0  # region reaches this far behind the blurred bone front
     hole_close_mm: float = 50.0  # closing of the bone front (orbits, piriform aperture)
