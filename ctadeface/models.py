@@ -145,15 +145,15 @@ REGISTRY: Mapping[str, RegistryEntry] = MappingProxyType(
                 {
                     f"fold_all/{CHECKPOINT_NAME}": (
                         5720425,
-                        "314b1e66cd523061f4f261f17416716b4a9ae67497314989e47af47fce442513",
+                        "b04c4891f5a34640df4002ebc8b1c4f02d6c982494654b08cf30275b0ed21733",
                     ),
                     "plans.json": (
-                        5487,
-                        "d9b4d8e44e1002b51add61984a1a6e191cc7190752cbb71f7196170662be91ae",
+                        5489,
+                        "9920e445238d6ab10351d9cb9d43d4b6ec4a1979d51d9bc6346484ba0f9522e6",
                     ),
                     "dataset.json": (
                         235,
-                        "04e5aa70e97cac6c58f3ecbedbeef135e0137b3d3601e60de4badb1079ac1819",
+                        "54df5910580a1cfd379949b01e7efe21685ffcff36e19a7033ab034498ad15f3",
                     ),
                 }
             ),
