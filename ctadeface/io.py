@@ -229,10 +229,8 @@ def _scaling_fits(data: np.ndarray, slope: float, inter: float) -> bool:
     if data.dtype.kind in "iu":
         info = np.iinfo(data.dtype)
         largest = max(abs(float(info.min)), abs(float(info.max)))
-    else:
-        largest = float(np.abs(data).max()) if data.size else 0.0
-    if abs(slope) * largest + abs(inter) < limit:
-        return True
+        if abs(slope) * largest + abs(inter) < limit:
+            return True
     extremes = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
     return all(abs(v * slope + inter) < limit for v in extremes)
 
