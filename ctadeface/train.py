@@ -429,7 +429,7 @@ def phantom_cases(seeds: Sequence[int], **draw: Any) -> list[Case]:
 
 #: Bump when the labels of :func:`real_cases` change for reasons other than the annotator's
 #: parameters (which are part of the cache key).
-LABEL_CACHE_VERSION = 3  # bumped with every change of the annotator's code
+LABEL_CACHE_VERSION = 3  # bumped with every change of the masks the annotator's code draws
 
 
 def _file_sha256(path: Path) -> str:
