@@ -296,10 +296,10 @@ def sampling_weights(
     phantoms together get ``phantom_share`` of the draws and the other cases the rest, each
     group drawn uniformly.
     """
+    if phantom_share is not None and not 0.0 < phantom_share < 1.0:
+        raise UsageError(f"--phantom-share {phantom_share}: must lie strictly between 0 and 1")
     if phantom_share is None or n_phantoms == 0 or n_other == 0:
         return None
-    if not 0.0 < phantom_share < 1.0:
-        raise UsageError(f"--phantom-share {phantom_share}: must lie strictly between 0 and 1")
     return np.concatenate(
         [
             np.full(n_phantoms, phantom_share / n_phantoms),
