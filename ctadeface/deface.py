@@ -12,7 +12,6 @@ integer dtypes), so the output keeps the source dtype and scaling.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .boxes import occupied
 from .io import CTImage, HUView
+from .margin import MarginParams, with_margin
 from .skull import SkullParams, intracranial
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,12 @@ class PostProcess:
     Attributes:
         bone_hu: voxels above this are bone or teeth and are never masked (enhanced facial
             vessels, 200-500 HU, stay in the mask).
-        air_hu: voxels below this count as air, into which the margin may grow.
-        margin_mm: the least thickness of the air margin in front of the skin wherever the mask
-            touches it ("bulky masks are good masks": the filled region must not trace the
-            face). It is measured from the mask's non-air voxels, so a margin the network
-            already drew is kept, not grown a second time.
-        cell_mm: distances are measured on a grid of cells of about this size (whole voxels
-            per cell; one voxel per cell where voxels are larger, which is exact). On coarser
-            cells the margin is widened by the cells' size so that it is never thinner than
-            ``margin_mm``; it may reach about ``margin_mm`` + 2 cell diagonals.
+        air_hu: voxels below this count as air (the margin is air; the tissue is not).
+        margin: the air margin in front of the mask's tissue ("bulky masks are good masks":
+            the filled region must not trace the face). It is computed from the tissue, not
+            taken from the network (:func:`ctadeface.margin.with_margin`: outside air whose
+            nearest patient voxel is the mask's tissue, as in the phantoms' exact mask); air the
+            network drew beyond it is dropped. None keeps the network's mask as drawn.
         body_reach_mm: mask voxels farther than this from the patient (the largest connected
             part above ``air_hu``, sampled on ~4 mm cells, as the fast path finds it) are not
             face and are dropped (network false positives in the air, on a table or a wrap);
@@ -170,8 +167,7 @@ class PostProcess:
 
     bone_hu: float = 600.0
     air_hu: float = -500.0
-    margin_mm: float = 6.0
-    cell_mm: float = 2.0
+    margin: MarginParams | None = field(default_factory=MarginParams)
     body_reach_mm: float = 30.0
     skull: SkullParams | None = field(default_factory=SkullParams)
 
@@ -182,22 +178,21 @@ def postprocess(
     spacing: tuple[float, float, float],
     params: PostProcess = PostProcess(),
 ) -> np.ndarray:
-    """Add air within ``margin_mm`` of the mask's tissue, drop bone, what lies beyond
-    ``body_reach_mm`` of the patient and what the skull encloses; a new bool array.
+    """Keep the mask's tissue, add the air margin in front of it (``params.margin``), drop bone,
+    what lies beyond ``body_reach_mm`` of the patient and what the skull encloses; a new bool
+    array.
 
     ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
-    bounding box of the mask (plus the margin) is processed, in slabs, so large scans stay
-    cheap; ``hu`` may be a :class:`~ctadeface.io.HUView`, converted one slab at a time.
+    bounding box of the mask (plus the margin) is processed, so large scans stay cheap; ``hu``
+    may be a :class:`~ctadeface.io.HUView`, converted one slab at a time.
     """
     if mask.shape != hu.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
     if not mask.any():
         return mask.copy()
-    strides = [max(1, int(params.cell_mm / s + 1e-9)) for s in spacing]
-    half_cell = 0.5 * float(
-        np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(strides, spacing, strict=True)))
-    )
-    reach = params.margin_mm + 2.0 * half_cell if params.margin_mm > 0 else 0.0
+    reach, strides = 0.0, [1, 1, 1]
+    if params.margin is not None:
+        reach, strides = params.margin.reach_mm(spacing), params.margin.strides(spacing)
     pad = [int(np.ceil(reach / s)) + n for s, n in zip(spacing, strides, strict=True)]
     box = tuple(
         slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
@@ -208,10 +203,10 @@ def postprocess(
         sub_mask = sub_mask & _near_body(hu, spacing, box, params)
     air, keep = _classify(hu, box, params)
     out = np.zeros_like(mask, dtype=bool)
-    grown = sub_mask
-    if reach > 0:  # air within reach of the mask's tissue, not of an air margin it already has
-        grown = sub_mask | (_near(sub_mask & ~air, spacing, strides, reach) & air)
-    out[box] = grown & keep
+    if params.margin is not None:
+        out[box] = with_margin(sub_mask & ~air & keep, ~air, spacing, params.margin) & keep
+    else:
+        out[box] = sub_mask & keep
     if params.skull is not None:
         inside = intracranial(hu, spacing, params.skull)
         if inside is not None:
@@ -238,29 +233,6 @@ def _classify(
         np.less(values, params.air_hu, out=air[..., local])
         np.less_equal(values, params.bone_hu, out=keep[..., local])
     return air, keep
-
-
-def _near(
-    mask: np.ndarray, spacing: tuple[float, float, float], strides: list[int], reach: float
-) -> np.ndarray:
-    """Voxels whose cell lies within ``reach`` mm of a cell holding any ``mask`` voxel."""
-    from scipy import ndimage
-
-    cells = tuple(-(-n // st) for n, st in zip(mask.shape, strides, strict=True))
-    if strides == [1, 1, 1]:
-        coarse = mask
-    else:  # a cell holds mask if any of its voxels does: OR over the strided views
-        coarse = np.zeros(cells, dtype=bool, order="F")
-        for offset in itertools.product(*(range(st) for st in strides)):
-            view = mask[tuple(slice(o, None, st) for o, st in zip(offset, strides, strict=True))]
-            coarse[tuple(slice(0, n) for n in view.shape)] |= view
-    sampling = [st * s for st, s in zip(strides, spacing, strict=True)]
-    # repeated on the transposed grid, so that the result comes out in Fortran order
-    near = (ndimage.distance_transform_edt(~coarse, sampling=sampling) <= reach).T
-    for axis, st in enumerate(strides):
-        if st > 1:
-            near = np.repeat(near, st, axis=2 - axis)
-    return near.T[tuple(slice(0, n) for n in mask.shape)]
 
 
 def _near_body(

@@ -99,6 +99,7 @@ def test_mask_shape_must_match():
 
 def test_postprocess_adds_an_air_margin_and_drops_bone():
     from ctadeface.deface import PostProcess, postprocess
+    from ctadeface.margin import MarginParams
 
     hu = np.full((40, 40, 40), -1000.0, np.float32)
     hu[:, :20, :] = 40.0  # soft tissue, "skin" at j = 20
@@ -106,13 +107,14 @@ def test_postprocess_adds_an_air_margin_and_drops_bone():
     hu[25, 10, 25] = 400.0  # an enhanced vessel
     mask = np.zeros(hu.shape, bool)
     mask[10:30, 5:20, 10:30] = True
-    out = postprocess(mask, hu, (1.0, 2.0, 1.0), PostProcess(margin_mm=6.0))
+    out = postprocess(mask, hu, (1.0, 2.0, 1.0), PostProcess(margin=MarginParams(margin_mm=6.0)))
     assert not out[hu > 600].any() and out[25, 10, 25]
     # the margin grows 6 mm = 3 voxels (2 mm spacing) into the air in front of the skin...
     assert out[20, 20:23, 20].all() and not out[20, 23, 20]
-    # ...and 6 voxels (1 mm) sideways in air only, never into soft tissue outside the mask
-    assert out[20, 20, 5] and not out[20, 20, 3]  # 5.4 mm and 7.3 mm from the mask
-    assert not out[5, 10, 20]
+    # ...but not sideways along the skin beyond the tissue's edge (k = 10): there the nearest
+    # patient voxel is not mask tissue (up to a slack of 2 mm: 3.6 mm vs 2 mm yes, 4.5 vs 2 no)
+    assert out[20, 20, 7] and not out[20, 20, 6]
+    assert not out[5, 10, 20]  # never into soft tissue outside the mask
     assert not postprocess(np.zeros_like(mask), hu, (1.0, 1.0, 1.0)).any()
 
 
@@ -151,11 +153,13 @@ def test_apply_fill_in_place_fills_the_source_array() -> None:
 
 
 def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
-    """At 0.45 x 0.45 x 0.6 mm the distance is measured on ~1.8 mm cells: the margin never gets
-    thinner than margin_mm and stays within margin_mm + 2 cell diagonals."""
+    """At 0.45 x 0.45 x 0.6 mm the distance is measured on ~0.9 mm cells (2 x 2 x 1 voxels):
+    the margin never gets thinner than margin_mm and stays within margin_mm + 2 cell
+    diagonals."""
     from scipy import ndimage
 
     from ctadeface.deface import PostProcess, postprocess
+    from ctadeface.margin import MarginParams
 
     spacing = (0.45, 0.45, 0.6)
     shape = (90, 100, 70)
@@ -163,12 +167,13 @@ def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
     radius = np.sqrt(((idx - np.array([20.0, 22.0, 21.0]).reshape(3, 1, 1, 1)) ** 2).sum(0))
     hu = np.where(radius < 12.0, 40.0, -1000.0).astype(np.float32)  # a ball of tissue in air
     mask = radius < 12.0
-    params = PostProcess(margin_mm=6.0)
+    params = PostProcess(margin=MarginParams(margin_mm=6.0))
     out = postprocess(mask, hu, spacing, params)
     exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
     assert out[exact <= 6.0].all()  # at least the margin
-    strides = [int(params.cell_mm / s + 1e-9) for s in spacing]  # (4, 4, 3) voxels per cell
-    cell = np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(strides, spacing, strict=True)))
+    strides = params.margin.strides(spacing)
+    assert strides == [2, 2, 1]
+    cell = np.sqrt(sum((n * s) ** 2 for n, s in zip(strides, spacing, strict=True)))
     assert not out[exact > 6.0 + 2 * cell].any()
     assert out.sum() < (exact <= 6.0 + 2 * cell).sum()
 
@@ -177,6 +182,7 @@ def test_postprocess_drops_mask_far_from_the_patient() -> None:
     """Network false positives in the air or on a separate object (a wrap, a table) more than
     body_reach_mm from the patient are not face; the patient is the largest body part."""
     from ctadeface.deface import PostProcess, postprocess
+    from ctadeface.margin import MarginParams
 
     spacing = (2.0, 2.0, 2.0)
     idx = np.indices((80, 80, 60)).astype(np.float32) * 2.0
@@ -187,24 +193,35 @@ def test_postprocess_drops_mask_far_from_the_patient() -> None:
     mask[30:34, 28:32, 30:34] = True  # on the head's surface
     mask[70:74, 70:74, 5:9] = True  # on the object
     mask[5:8, 70:73, 50:53] = True  # in the air, ~ 60 mm from the head
-    out = postprocess(mask, hu, spacing, PostProcess(margin_mm=4.0))
+    out = postprocess(mask, hu, spacing, PostProcess(margin=MarginParams(margin_mm=4.0)))
     assert out[30:34, 28:32, 30:34].all()
     assert not out[60:, 60:, :15].any() and not out[:12, 64:, 44:].any()
-    kept = postprocess(mask, hu, spacing, PostProcess(margin_mm=4.0, body_reach_mm=0.0))
+    # with a margin, what lies off the patient is dropped anyway (it is neither tissue on the
+    # patient nor within the margin); without both, the network's mask stays as drawn
+    again = postprocess(
+        mask, hu, spacing, PostProcess(margin=MarginParams(margin_mm=4.0), body_reach_mm=0.0)
+    )
+    np.testing.assert_array_equal(again, out)
+    kept = postprocess(mask, hu, spacing, PostProcess(margin=None, body_reach_mm=0.0))
     assert kept[70:74, 70:74, 5:9].all() and kept[5:8, 70:73, 50:53].all()
 
 
-def test_postprocess_keeps_a_margin_the_network_drew_without_growing_it_again() -> None:
+def test_postprocess_draws_the_margin_from_the_tissue_not_from_the_network() -> None:
+    """Air the network drew beyond margin_mm is dropped; a thinner drawn margin is completed."""
     from ctadeface.deface import PostProcess, postprocess
+    from ctadeface.margin import MarginParams
 
     hu = np.full((40, 60, 40), -1000.0, np.float32)
     hu[:, :20, :] = 40.0  # tissue, skin at j = 20 (1 mm voxels)
+    params = PostProcess(margin=MarginParams(margin_mm=6.0, cell_mm=1.0))
     drawn = np.zeros(hu.shape, bool)
     drawn[10:30, 10:30, 10:30] = True  # tissue j 10-19 plus a 10 mm air margin j 20-29
-    out = postprocess(drawn, hu, (1.0, 1.0, 1.0), PostProcess(margin_mm=6.0, cell_mm=1.0))
-    assert out[20, 20:30, 20].all() and not out[20, 30:, 20].any()  # the drawn 10 mm, no more
-    # sideways only within 6 mm of the tissue: 4.2 mm from (20, 19, 10) yes, 6.7 mm no
-    assert out[20, 22, 7] and not out[20, 25, 7] and not out[20, 20, 3]
+    out = postprocess(drawn, hu, (1.0, 1.0, 1.0), params)
+    assert out[20, 20:26, 20].all() and not out[20, 26:, 20].any()  # 6 mm, not the drawn 10
+    tissue_only = drawn & (hu > -500)
+    np.testing.assert_array_equal(postprocess(tissue_only, hu, (1.0, 1.0, 1.0), params), out)
+    kept = postprocess(drawn, hu, (1.0, 1.0, 1.0), PostProcess(margin=None))
+    np.testing.assert_array_equal(kept, drawn)  # margin 0: the network's mask as drawn
 
 
 def test_postprocess_never_keeps_voxels_inside_the_skull() -> None:
@@ -221,8 +238,8 @@ def test_postprocess_never_keeps_voxels_inside_the_skull() -> None:
     hu[r < 33] = 35.0  # brain
     front = idx[1] > 72.0
     mask = front & (r < 46) & (r >= 20)  # face, skull and the front of the brain
-    out = postprocess(mask, hu, spacing, PostProcess(margin_mm=0.0))
+    out = postprocess(mask, hu, spacing, PostProcess(margin=None))
     assert out[front & (r >= 40) & (r < 46)].all()  # the face stays
     assert not out[r < 33].any()  # no brain voxel
-    kept = postprocess(mask, hu, spacing, PostProcess(margin_mm=0.0, skull=None))
+    kept = postprocess(mask, hu, spacing, PostProcess(margin=None, skull=None))
     assert kept[mask & (r < 33)].all()

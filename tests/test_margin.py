@@ -1,0 +1,89 @@
+"""The air margin drawn from the mask's tissue (ctadeface.margin)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ctadeface.margin import MarginParams, with_margin
+
+SPACING = (1.0, 1.0, 1.0)
+
+
+def _slab(shape: tuple[int, int, int] = (40, 60, 40), skin: int = 30) -> np.ndarray:
+    """Body (non-air) voxels: everything below j = ``skin`` (1 mm voxels)."""
+    body = np.zeros(shape, bool)
+    body[:, :skin, :] = True
+    return body
+
+
+def test_margin_is_margin_mm_of_air_in_front_of_the_tissue() -> None:
+    body = _slab()
+    tissue = np.zeros_like(body)
+    tissue[10:30, 20:30, 10:30] = True  # face tissue up to the skin (j = 29)
+    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
+    assert out[tissue].all()
+    assert out[20, 30:38, 20].all() and not out[20, 38:, 20].any()  # 8 mm, no more
+    assert not out[body & ~tissue].any()  # never other patient voxels
+    # it stops where the tissue stops, give or take the 2 mm slack: beside the tissue the
+    # nearest patient voxel is not tissue
+    assert out[20, 30, 8] and not out[20, 30, 7] and not out[7, 30, 20]
+
+
+def test_air_the_patient_encloses_is_never_margin() -> None:
+    """A sinus (air inside the patient) beside the face tissue stays out of the mask."""
+    body = _slab()
+    body[15:25, 14:18, 15:25] = False  # an air pocket 2 mm behind the tissue
+    tissue = np.zeros_like(body)
+    tissue[10:30, 20:30, 10:30] = True
+    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
+    assert not out[15:25, 14:18, 15:25].any()
+    assert out[20, 30:38, 20].all()
+
+
+def test_margin_is_measured_from_the_skin_under_a_thin_shell() -> None:
+    """A 1 mm shell 3 mm in front of the skin is no patient: the margin reaches 8 mm from the
+    skin through it, and a network mask on the shell beyond the margin is dropped."""
+    body = _slab()
+    body[:, 33, :] = True  # the shell: j = 33, a 3 mm gap (j 30-32) behind it
+    tissue = np.zeros_like(body)
+    tissue[10:30, 20:30, 10:30] = True
+    tissue[0:5, 33, 0:5] = True  # the network also marked a far corner of the shell
+    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
+    assert out[20, 30:38, 20].all() and not out[20, 38:, 20].any()
+    assert out[20, 33, 20]  # the shell within the margin is part of it
+    assert not out[0:5, 33, 0:5].any()
+    # a thick plate not joined to the patient is a device too (the patient is the largest part)
+    thick = _slab()
+    thick[:, 33:40, :] = True
+    plate = with_margin(tissue, thick, SPACING, params=MarginParams(margin_mm=8.0))
+    assert plate[20, 30:38, 20].all() and not plate[20, 38:, 20].any()
+    # a 1 mm sheet flush on the skin is patient, but the network left it out: the slack lets the
+    # margin pass it, 8 mm from the tissue (the sheet itself stays, as a device may)
+    sheet = _slab(skin=31)
+    sheet_out = with_margin(tissue, sheet, SPACING, params=MarginParams(margin_mm=8.0))
+    assert sheet_out[20, 31:38, 20].all() and not sheet_out[20, 38:, 20].any()
+    assert not sheet_out[20, 30, 20]
+
+
+def test_coarse_cells_never_make_the_margin_thinner() -> None:
+    body = _slab((40, 60, 40), skin=30)
+    tissue = np.zeros_like(body)
+    tissue[10:30, 20:30, 10:30] = True
+    spacing = (0.5, 0.5, 0.5)
+    params = MarginParams(margin_mm=4.0, cell_mm=2.0)
+    assert params.strides(spacing) == [4, 4, 4]
+    out = with_margin(tissue, body, spacing, params)
+    assert out[tissue].all()
+    assert out[20, 30:38, 20].all()  # 4 mm = 8 voxels of 0.5 mm, no unmasked sliver at j = 30
+    assert not out[20, 30 + 8 + 2 * 8 :, 20].any()  # within 4 mm + 2 cells (2 mm each)
+
+
+def test_no_margin_and_bad_shapes() -> None:
+    body = _slab()
+    tissue = np.zeros_like(body)
+    tissue[10:30, 20:30, 10:30] = True
+    np.testing.assert_array_equal(with_margin(tissue, body, SPACING, MarginParams(0.0)), tissue)
+    assert not with_margin(np.zeros_like(body), body, SPACING).any()
+    with pytest.raises(ValueError, match="shape"):
+        with_margin(tissue, body[:-1], SPACING)
