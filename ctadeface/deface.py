@@ -204,7 +204,7 @@ def postprocess(
     air, keep = _classify(hu, box, params)
     out = np.zeros_like(mask, dtype=bool)
     if params.margin is not None:
-        out[box] = with_margin(sub_mask & ~air & keep, ~air, spacing, params.margin) & keep
+        out[box] = with_margin(sub_mask & keep, ~air, spacing, params.margin) & keep
     else:
         out[box] = sub_mask & keep
     if params.skull is not None:

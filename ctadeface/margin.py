@@ -9,12 +9,15 @@ the face's limits; here the limits are those of the tissue the model found, so t
 where the tissue stops (at the line in front of the ears, below the chin) instead of spilling
 sideways along the skin.
 
-- *Patient*: the non-air voxels opened by a ball of ``thin_mm`` radius, its largest connected
-  part. Things thinner than about 2 x ``thin_mm`` that lie on the skin (an immobilisation shell,
-  a plastic sheet) drop out, so the margin is measured from the skin beneath them, and a device
-  within the margin is part of it (as in the phantoms' exact mask).
+- *Patient*: the non-air voxels opened by a box of half-width ``thin_mm`` + half a voxel (whole
+  voxels per axis), its largest connected part. Things thinner than about 2 x ``thin_mm`` that
+  lie on the skin (an immobilisation shell, a plastic sheet) drop out, so the margin is measured
+  from the skin beneath them, and a device within the margin is part of it (as in the phantoms'
+  exact mask). The network's own mask off the patient (its learnt air margin, a shell moulded to
+  the face, which carries the face's shape) is kept within ``margin_mm`` of the patient.
 - *Outside*: what is not patient and is connected to the border of the grid (6-neighbourhood).
-  Air that the patient encloses (paranasal sinuses, mastoid cells) never is.
+  Air that the patient encloses (paranasal sinuses, mastoid cells) never is, even where the
+  network marked it.
 
 All arrays share one grid (i, j, k); ``spacing`` is mm per axis. Distances are computed on
 cells of whole voxels (about ``cell_mm``) so that sub-millimetre CTAs stay cheap: a cell is
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +42,8 @@ class MarginParams:
     Attributes:
         margin_mm: thickness of the margin in front of the mask's tissue.
         thin_mm: non-air structures thinner than about twice this (shells, sheets lying on the
-            skin) are not patient: the margin is measured from the skin under them.
+            skin) are not patient: the margin is measured from the skin under them (the box
+            opening's half-width is this plus half a voxel, in whole voxels).
         slack_mm: the nearest patient voxel may be up to this much closer than the tissue, so
             that a sheet lying flush on the skin, or a skin layer the network left out, up to
             this thick, does not stop the margin (it also lets the margin run this far past the
@@ -68,55 +73,72 @@ class MarginParams:
 
 
 def with_margin(
-    tissue: np.ndarray,
+    mask: np.ndarray,
     body: np.ndarray,
     spacing: Sequence[float],
     params: MarginParams = MarginParams(),
 ) -> np.ndarray:
-    """``tissue`` on the patient plus its margin: the outside voxels within ``margin_mm`` of that
-    tissue whose nearest patient voxel is tissue (up to ``slack_mm``); a new bool array of the
-    grid's shape.
+    """``mask`` with the air margin in front of its tissue; a new bool array of the grid's shape.
 
-    ``tissue``: the mask's non-air voxels; ``body``: all non-air voxels (HU above the air
-    threshold). Mask voxels on things lying off the patient (a shell, a sheet: outside, not
-    touching the patient) are not tissue; they stay only where they fall within the margin. On
-    coarse cells the air voxels of the tissue's cells that touch the margin join it (no unmasked
-    sliver of air between skin and margin).
+    ``mask``: the network's mask; ``body``: the non-air voxels (HU above the air threshold).
+    The margin is the outside voxels within ``margin_mm`` of the mask's tissue on the patient
+    whose nearest patient voxel is that tissue (up to ``slack_mm``). Of the network's own mask
+    off the patient (its air margin, a shell moulded to the face) what lies within ``margin_mm``
+    of the patient stays (widened by what the opening may have trimmed off the patient: a nose
+    tip at 4 mm voxels); the rest, and any air the patient encloses (sinuses), is dropped. On
+    coarse cells the air voxels of the tissue's cells that touch the margin join it (no
+    unmasked sliver of air between skin and margin).
     """
-    if tissue.shape != body.shape:
-        raise ValueError(f"tissue shape {tissue.shape} != body shape {body.shape}")
-    if params.margin_mm <= 0 or not tissue.any():
-        return tissue.copy()
+    if mask.shape != body.shape:
+        raise ValueError(f"mask shape {mask.shape} != body shape {body.shape}")
+    if params.margin_mm <= 0 or not (mask & body).any():
+        return mask.copy()
     strides = params.strides(spacing)
     coarse = strides != [1, 1, 1]
     cell = [st * float(s) for st, s in zip(strides, spacing, strict=True)]
-    t = _pool(tissue, strides, "any") if coarse else tissue.copy()
+
+    def fine(cells: np.ndarray) -> np.ndarray:
+        return _unpool(cells, strides, mask.shape) if coarse else cells
+
     b = _pool(body, strides, "most") if coarse else body
     patient = _patient(b, cell, params.thin_mm)
     outside = _outside(patient)
-    loose = outside & ~ndimage.binary_dilation(patient)  # off the patient: devices, air
-    t &= ~loose
-    kept = tissue & ~(_unpool(loose, strides, tissue.shape) if coarse else loose)
-    if not outside.any() or not t.any():
+    if not patient.any() or not outside.any():
+        return mask.copy()
+    t = (_pool(mask & body, strides, "any") if coarse else mask & body) & patient
+    d_patient, d_tissue = _distances([~patient, ~t], cell)
+    attach = _radius(params.thin_mm, cell) + max(cell)
+    near = outside & (d_patient <= params.margin_mm + attach)
+    kept = mask & (body & ~fine(outside) | fine(near))
+    if d_tissue is None:
         return kept
-    d_tissue = ndimage.distance_transform_edt(~t, sampling=cell)
     grown = outside & (d_tissue <= params.reach_mm(spacing))
-    if patient.any():  # the nearest patient voxel is tissue (up to the slack, or half a cell)
-        d_patient = ndimage.distance_transform_edt(~patient, sampling=cell)
-        grown &= d_tissue <= d_patient + max(params.slack_mm, 0.5 * max(cell))
+    # the nearest patient voxel is tissue (up to the slack, or half a cell)
+    grown &= d_tissue <= d_patient + max(params.slack_mm, 0.5 * max(cell))
     if not coarse:
         return kept | grown
     edge = t & ndimage.binary_dilation(grown)
-    fine = _unpool(grown, strides, tissue.shape) | (_unpool(edge, strides, tissue.shape) & ~body)
-    return kept | fine
+    return kept | fine(grown) | (fine(edge) & ~body)
+
+
+def _distances(masks: Sequence[np.ndarray], spacing: Sequence[float]) -> list[np.ndarray | None]:
+    """Euclidean distance (mm) of every voxel to the nearest False voxel of each mask, None for a
+    mask without one; computed in threads (scipy's transform releases the GIL)."""
+
+    def one(m: np.ndarray) -> np.ndarray | None:
+        return ndimage.distance_transform_edt(m, sampling=spacing) if not m.all() else None
+
+    with ThreadPoolExecutor(max_workers=len(masks)) as pool:
+        return list(pool.map(one, masks))
 
 
 def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.ndarray:
-    """``body`` opened by a ball of ``thin_mm`` (Euclidean distances), its largest connected
-    part, within ``body``; all of ``body`` when nothing survives the opening."""
-    # a voxel's distance is to the nearest non-body voxel's centre: half a voxel beyond the edge
-    radius = thin_mm + 0.5 * max(float(s) for s in spacing)
-    core = ndimage.distance_transform_edt(body, sampling=spacing) > radius
+    """``body`` opened by a box of half-width :func:`_radius` (whole voxels per axis; separable
+    minimum and maximum filters), its largest connected part, within ``body``; all of ``body``
+    when nothing survives the opening."""
+    radius = _radius(thin_mm, spacing)
+    size = [2 * int(radius / float(s) + 1e-9) + 1 for s in spacing]
+    core = ndimage.minimum_filter(body.view(np.uint8), size=size, mode="nearest").view(bool)
     labels, n = ndimage.label(core)
     if n == 0:
         return body.copy()
@@ -124,7 +146,14 @@ def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.n
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         core = labels == int(np.argmax(sizes))
-    return (ndimage.distance_transform_edt(~core, sampling=spacing) <= radius + 1e-6) & body
+    grown = ndimage.maximum_filter(core.view(np.uint8), size=size, mode="constant").view(bool)
+    return grown & body
+
+
+def _radius(thin_mm: float, spacing: Sequence[float]) -> float:
+    """The opening's radius: a voxel's distance is to the nearest non-body voxel's centre, half
+    a voxel beyond the edge."""
+    return thin_mm + 0.5 * max(float(s) for s in spacing)
 
 
 def _outside(patient: np.ndarray) -> np.ndarray:

@@ -206,8 +206,9 @@ def test_postprocess_drops_mask_far_from_the_patient() -> None:
     assert kept[70:74, 70:74, 5:9].all() and kept[5:8, 70:73, 50:53].all()
 
 
-def test_postprocess_draws_the_margin_from_the_tissue_not_from_the_network() -> None:
-    """Air the network drew beyond margin_mm is dropped; a thinner drawn margin is completed."""
+def test_postprocess_draws_the_margin_from_the_tissue_and_bounds_the_network_air() -> None:
+    """The margin is computed from the tissue; air the network drew stays only within the
+    margin of the patient (plus what the opening may trim: 1.5 mm + half a voxel + a voxel)."""
     from ctadeface.deface import PostProcess, postprocess
     from ctadeface.margin import MarginParams
 
@@ -215,13 +216,13 @@ def test_postprocess_draws_the_margin_from_the_tissue_not_from_the_network() -> 
     hu[:, :20, :] = 40.0  # tissue, skin at j = 20 (1 mm voxels)
     params = PostProcess(margin=MarginParams(margin_mm=6.0, cell_mm=1.0))
     drawn = np.zeros(hu.shape, bool)
-    drawn[10:30, 10:30, 10:30] = True  # tissue j 10-19 plus a 10 mm air margin j 20-29
+    drawn[10:30, 10:40, 10:30] = True  # tissue j 10-19 plus a 20 mm air margin j 20-39
     out = postprocess(drawn, hu, (1.0, 1.0, 1.0), params)
-    assert out[20, 20:26, 20].all() and not out[20, 26:, 20].any()  # 6 mm, not the drawn 10
-    tissue_only = drawn & (hu > -500)
-    np.testing.assert_array_equal(postprocess(tissue_only, hu, (1.0, 1.0, 1.0), params), out)
+    assert out[20, 20:29, 20].all() and not out[20, 29:, 20].any()  # 6 + 3 mm, not 20
+    tissue_only = postprocess(drawn & (hu > -500), hu, (1.0, 1.0, 1.0), params)
+    assert tissue_only[20, 20:26, 20].all() and not tissue_only[20, 26:, 20].any()  # 6 mm
     kept = postprocess(drawn, hu, (1.0, 1.0, 1.0), PostProcess(margin=None))
-    np.testing.assert_array_equal(kept, drawn)  # margin 0: the network's mask as drawn
+    np.testing.assert_array_equal(kept, drawn)  # no margin: the network's mask as drawn
 
 
 def test_postprocess_never_keeps_voxels_inside_the_skull() -> None:

@@ -31,11 +31,13 @@ def test_margin_is_margin_mm_of_air_in_front_of_the_tissue() -> None:
 
 
 def test_air_the_patient_encloses_is_never_margin() -> None:
-    """A sinus (air inside the patient) beside the face tissue stays out of the mask."""
+    """A sinus (air inside the patient) beside the face tissue stays out of the mask, even where
+    the network marked it."""
     body = _slab()
     body[15:25, 14:18, 15:25] = False  # an air pocket 2 mm behind the tissue
     tissue = np.zeros_like(body)
     tissue[10:30, 20:30, 10:30] = True
+    tissue[15:25, 16:18, 15:25] = True  # the network even marked part of the pocket
     out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
     assert not out[15:25, 14:18, 15:25].any()
     assert out[20, 30:38, 20].all()
@@ -43,16 +45,20 @@ def test_air_the_patient_encloses_is_never_margin() -> None:
 
 def test_margin_is_measured_from_the_skin_under_a_thin_shell() -> None:
     """A 1 mm shell 3 mm in front of the skin is no patient: the margin reaches 8 mm from the
-    skin through it, and a network mask on the shell beyond the margin is dropped."""
+    skin through it. The network's mask on the shell stays (a shell moulded to the face carries
+    its shape); on a device far from the patient it is dropped."""
     body = _slab()
     body[:, 33, :] = True  # the shell: j = 33, a 3 mm gap (j 30-32) behind it
     tissue = np.zeros_like(body)
     tissue[10:30, 20:30, 10:30] = True
-    tissue[0:5, 33, 0:5] = True  # the network also marked a far corner of the shell
+    tissue[0:5, 33, 0:5] = True  # the network also marked a corner of the shell
+    body[10:20, 50:55, 10:20] = True  # a device 20 mm from the skin...
+    tissue[10:20, 50:55, 10:20] = True  # ...that the network marked
     out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
-    assert out[20, 30:38, 20].all() and not out[20, 38:, 20].any()
+    assert out[20, 30:38, 20].all() and not out[20, 38:50, 20].any()
     assert out[20, 33, 20]  # the shell within the margin is part of it
-    assert not out[0:5, 33, 0:5].any()
+    assert out[0:5, 33, 0:5].all()
+    assert not out[10:20, 50:55, 10:20].any()
     # a thick plate not joined to the patient is a device too (the patient is the largest part)
     thick = _slab()
     thick[:, 33:40, :] = True
