@@ -48,28 +48,32 @@ class MarginParams:
             that a sheet lying flush on the skin, or a skin layer the network left out, up to
             this thick, does not stop the margin (it also lets the margin run this far past the
             tissue's edge).
-        cell_mm: distances are measured on cells of about this size (whole voxels per cell; one
-            voxel per cell where voxels are larger, which is exact). On coarser cells the margin
-            is widened by a cell diagonal so that it is never thinner than ``margin_mm``.
+        cell_mm: distances are measured between the centres of cells of about this size
+            (whole voxels per cell; one voxel per cell where voxels are larger, which is
+            exact). On coarser cells the margin's thickness is ``margin_mm`` give or take a cell
+            diagonal, and never less than ``min_mm``.
+        min_mm: the least thickness of the margin (mask-definition.md: at least 5 mm).
     """
 
     margin_mm: float = 8.0
     thin_mm: float = 1.5
     slack_mm: float = 2.0
-    cell_mm: float = 1.0
+    cell_mm: float = 1.5
+    min_mm: float = 5.0
 
     def strides(self, spacing: Sequence[float]) -> list[int]:
         """Voxels per cell along each axis."""
         return [max(1, int(self.cell_mm / float(s) + 1e-9)) for s in spacing]
 
     def reach_mm(self, spacing: Sequence[float]) -> float:
-        """How far from the tissue the margin may reach: ``margin_mm`` plus, on coarse cells,
-        a cell diagonal."""
+        """Cell-centre distance from the tissue out to which the margin reaches: ``margin_mm``,
+        or on coarse cells at least ``min_mm`` plus a cell diagonal (a voxel lies within half a
+        diagonal of its cell's centre)."""
         strides = self.strides(spacing)
         if strides == [1, 1, 1]:
             return self.margin_mm
         cell = [st * float(s) for st, s in zip(strides, spacing, strict=True)]
-        return self.margin_mm + float(np.sqrt(sum(c * c for c in cell)))
+        return max(self.margin_mm, self.min_mm + float(np.sqrt(sum(c * c for c in cell))))
 
 
 def with_margin(
@@ -91,6 +95,10 @@ def with_margin(
     """
     if mask.shape != body.shape:
         raise ValueError(f"mask shape {mask.shape} != body shape {body.shape}")
+    if body.flags.f_contiguous and not body.flags.c_contiguous:
+        # NIfTI data are Fortran-ordered: work on the transposed (C-ordered) views, so that
+        # every array made here shares one memory order with the inputs
+        return with_margin(mask.T, body.T, tuple(spacing)[::-1], params).T
     if params.margin_mm <= 0 or not (mask & body).any():
         return mask.copy()
     strides = params.strides(spacing)
@@ -109,16 +117,23 @@ def with_margin(
     d_patient, d_tissue = _distances([~patient, ~t], cell)
     attach = _radius(params.thin_mm, cell) + max(cell)
     near = outside & (d_patient <= params.margin_mm + attach)
-    kept = mask & (body & ~fine(outside) | fine(near))
+    kept = ~fine(outside)  # in place from here: box-sized arrays are the memory peak
+    kept &= body
+    kept |= fine(near)
+    kept &= mask
     if d_tissue is None:
         return kept
     grown = outside & (d_tissue <= params.reach_mm(spacing))
     # the nearest patient voxel is tissue (up to the slack, or half a cell)
     grown &= d_tissue <= d_patient + max(params.slack_mm, 0.5 * max(cell))
+    del d_patient, d_tissue
     if not coarse:
         return kept | grown
-    edge = t & ndimage.binary_dilation(grown)
-    return kept | fine(grown) | (fine(edge) & ~body)
+    kept |= fine(grown)
+    edge = fine(t & ndimage.binary_dilation(grown))
+    edge &= ~body
+    kept |= edge
+    return kept
 
 
 def _distances(masks: Sequence[np.ndarray], spacing: Sequence[float]) -> list[np.ndarray | None]:
@@ -126,7 +141,9 @@ def _distances(masks: Sequence[np.ndarray], spacing: Sequence[float]) -> list[np
     mask without one; computed in threads (scipy's transform releases the GIL)."""
 
     def one(m: np.ndarray) -> np.ndarray | None:
-        return ndimage.distance_transform_edt(m, sampling=spacing) if not m.all() else None
+        if m.all():
+            return None
+        return ndimage.distance_transform_edt(m, sampling=spacing)
 
     with ThreadPoolExecutor(max_workers=len(masks)) as pool:
         return list(pool.map(one, masks))
@@ -170,14 +187,25 @@ def _pool(mask: np.ndarray, strides: Sequence[int], how: str) -> np.ndarray:
     """Cells of ``strides`` voxels: True where ``any`` voxel is, or where ``most`` (more than
     half of the cell's voxels on the grid) are."""
     cells = tuple(-(-n // st) for n, st in zip(mask.shape, strides, strict=True))
-    count = np.zeros(cells, dtype=np.int32)
-    size = np.zeros(cells, dtype=np.int32)
-    for offset in itertools.product(*(range(st) for st in strides)):
-        view = mask[tuple(slice(o, None, st) for o, st in zip(offset, strides, strict=True))]
-        at = tuple(slice(0, n) for n in view.shape)
-        count[at] += view
-        size[at] += 1
-    return count > 0 if how == "any" else 2 * count > size
+    views = [
+        mask[tuple(slice(o, None, st) for o, st in zip(offset, strides, strict=True))]
+        for offset in itertools.product(*(range(st) for st in strides))
+    ]
+    if how == "any":
+        out = np.zeros(cells, dtype=bool)
+        for view in views:
+            out[tuple(slice(0, n) for n in view.shape)] |= view
+        return out
+    count = np.zeros(cells, dtype=np.uint32)
+    for view in views:
+        count[tuple(slice(0, n) for n in view.shape)] += view
+    # voxels per cell: whole strides, fewer in the last cell of an axis
+    per_axis = [
+        np.minimum(st, n - st * np.arange(c)).astype(np.uint32)
+        for n, st, c in zip(mask.shape, strides, cells, strict=True)
+    ]
+    size = per_axis[0][:, None, None] * per_axis[1][None, :, None] * per_axis[2][None, None, :]
+    return 2 * count > size
 
 
 def _unpool(cells: np.ndarray, strides: Sequence[int], shape: tuple[int, ...]) -> np.ndarray:

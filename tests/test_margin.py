@@ -72,17 +72,22 @@ def test_margin_is_measured_from_the_skin_under_a_thin_shell() -> None:
     assert not sheet_out[20, 30, 20]
 
 
-def test_coarse_cells_never_make_the_margin_thinner() -> None:
-    body = _slab((40, 60, 40), skin=30)
+def test_coarse_cells_never_make_the_margin_thinner_than_min_mm() -> None:
+    """On 2 mm cells (4 voxels of 0.5 mm) distances run between cell centres: the margin is
+    at least min_mm (here above margin_mm) and ends within its reach plus a cell diagonal."""
+    body = _slab((40, 80, 40), skin=30)
     tissue = np.zeros_like(body)
     tissue[10:30, 20:30, 10:30] = True
     spacing = (0.5, 0.5, 0.5)
-    params = MarginParams(margin_mm=4.0, cell_mm=2.0)
+    params = MarginParams(margin_mm=4.0, cell_mm=2.0, min_mm=5.0)
     assert params.strides(spacing) == [4, 4, 4]
+    reach = params.reach_mm(spacing)
+    assert reach == pytest.approx(5.0 + 2.0 * np.sqrt(3))  # min_mm + a cell diagonal
     out = with_margin(tissue, body, spacing, params)
     assert out[tissue].all()
-    assert out[20, 30:38, 20].all()  # 4 mm = 8 voxels of 0.5 mm, no unmasked sliver at j = 30
-    assert not out[20, 30 + 8 + 2 * 8 :, 20].any()  # within 4 mm + 2 cells (2 mm each)
+    assert out[20, 30:40, 20].all()  # 5 mm = 10 voxels, no unmasked sliver at j = 30
+    beyond = 30 + int(np.ceil((reach + 2.0 * np.sqrt(3)) / 0.5))
+    assert not out[20, beyond:, 20].any()
 
 
 def test_no_margin_and_bad_shapes() -> None:

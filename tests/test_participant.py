@@ -180,7 +180,8 @@ def test_postprocess_grows_the_mask_and_is_recorded(dataset):
     grown = run(dataclasses.replace(settings, postprocess=True), scans[:1], ThresholdSegmenter)
     assert plain[0].status == grown[0].status == DEFACED
     prov = read_provenance(output_paths(settings.output_dir, scans[0]).defaced_json)
-    assert prov["PostProcessing"]["margin"]["margin_mm"] > 0 and prov["Request"]["PostProcess"] is True
+    assert prov["PostProcessing"]["margin"]["margin_mm"] > 0
+    assert prov["Request"]["PostProcess"] is True
 
 
 def test_unreadable_inputs_never_load_the_model(dataset):
