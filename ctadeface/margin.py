@@ -58,7 +58,7 @@ class MarginParams:
     margin_mm: float = 8.0
     thin_mm: float = 1.5
     slack_mm: float = 2.0
-    cell_mm: float = 1.5
+    cell_mm: float = 2.0
     min_mm: float = 5.0
 
     def strides(self, spacing: Sequence[float]) -> list[int]:

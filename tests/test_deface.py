@@ -107,7 +107,8 @@ def test_postprocess_adds_an_air_margin_and_drops_bone():
     hu[25, 10, 25] = 400.0  # an enhanced vessel
     mask = np.zeros(hu.shape, bool)
     mask[10:30, 5:20, 10:30] = True
-    out = postprocess(mask, hu, (1.0, 2.0, 1.0), PostProcess(margin=MarginParams(margin_mm=6.0)))
+    exact = MarginParams(margin_mm=6.0, cell_mm=1.0)  # one voxel per cell
+    out = postprocess(mask, hu, (1.0, 2.0, 1.0), PostProcess(margin=exact))
     assert not out[hu > 600].any() and out[25, 10, 25]
     # the margin grows 6 mm = 3 voxels (2 mm spacing) into the air in front of the skin...
     assert out[20, 20:23, 20].all() and not out[20, 23, 20]
@@ -153,8 +154,8 @@ def test_apply_fill_in_place_fills_the_source_array() -> None:
 
 
 def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
-    """At 0.45 x 0.45 x 0.6 mm the distance is measured between the centres of ~1.3 mm cells
-    (3 x 3 x 2 voxels): the margin is never thinner than min_mm (mask-definition.md: 5 mm) and
+    """At 0.45 x 0.45 x 0.6 mm the distance is measured between the centres of ~1.8 mm cells
+    (4 x 4 x 3 voxels): the margin is never thinner than min_mm (mask-definition.md: 5 mm) and
     stays within its cell-centre reach plus a cell diagonal."""
     from scipy import ndimage
 
@@ -170,10 +171,10 @@ def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
     margin = MarginParams(margin_mm=6.0)
     out = postprocess(mask, hu, spacing, PostProcess(margin=margin))
     exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
-    assert margin.strides(spacing) == [3, 3, 2]
+    assert margin.strides(spacing) == [4, 4, 3]
     assert out[exact <= margin.min_mm].all()  # at least 5 mm
     assert out[exact <= 6.0].mean() > 0.99  # 6 mm nearly everywhere
-    cell = np.sqrt(sum((n * s) ** 2 for n, s in zip([3, 3, 2], spacing, strict=True)))
+    cell = np.sqrt(sum((n * s) ** 2 for n, s in zip([4, 4, 3], spacing, strict=True)))
     assert margin.reach_mm(spacing) == pytest.approx(5.0 + cell)
     assert not out[exact > margin.reach_mm(spacing) + cell].any()
 

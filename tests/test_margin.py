@@ -21,7 +21,7 @@ def test_margin_is_margin_mm_of_air_in_front_of_the_tissue() -> None:
     body = _slab()
     tissue = np.zeros_like(body)
     tissue[10:30, 20:30, 10:30] = True  # face tissue up to the skin (j = 29)
-    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
+    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0, cell_mm=1.0))
     assert out[tissue].all()
     assert out[20, 30:38, 20].all() and not out[20, 38:, 20].any()  # 8 mm, no more
     assert not out[body & ~tissue].any()  # never other patient voxels
@@ -38,7 +38,7 @@ def test_air_the_patient_encloses_is_never_margin() -> None:
     tissue = np.zeros_like(body)
     tissue[10:30, 20:30, 10:30] = True
     tissue[15:25, 16:18, 15:25] = True  # the network even marked part of the pocket
-    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
+    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0, cell_mm=1.0))
     assert not out[15:25, 14:18, 15:25].any()
     assert out[20, 30:38, 20].all()
 
@@ -54,7 +54,7 @@ def test_margin_is_measured_from_the_skin_under_a_thin_shell() -> None:
     tissue[0:5, 33, 0:5] = True  # the network also marked a corner of the shell
     body[10:20, 50:55, 10:20] = True  # a device 20 mm from the skin...
     tissue[10:20, 50:55, 10:20] = True  # ...that the network marked
-    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0))
+    out = with_margin(tissue, body, SPACING, params=MarginParams(margin_mm=8.0, cell_mm=1.0))
     assert out[20, 30:38, 20].all() and not out[20, 38:50, 20].any()
     assert out[20, 33, 20]  # the shell within the margin is part of it
     assert out[0:5, 33, 0:5].all()
@@ -62,12 +62,12 @@ def test_margin_is_measured_from_the_skin_under_a_thin_shell() -> None:
     # a thick plate not joined to the patient is a device too (the patient is the largest part)
     thick = _slab()
     thick[:, 33:40, :] = True
-    plate = with_margin(tissue, thick, SPACING, params=MarginParams(margin_mm=8.0))
+    plate = with_margin(tissue, thick, SPACING, params=MarginParams(margin_mm=8.0, cell_mm=1.0))
     assert plate[20, 30:38, 20].all() and not plate[20, 38:, 20].any()
     # a 1 mm sheet flush on the skin is patient, but the network left it out: the slack lets the
     # margin pass it, 8 mm from the tissue (the sheet itself stays, as a device may)
     sheet = _slab(skin=31)
-    sheet_out = with_margin(tissue, sheet, SPACING, params=MarginParams(margin_mm=8.0))
+    sheet_out = with_margin(tissue, sheet, SPACING, params=MarginParams(margin_mm=8.0, cell_mm=1.0))
     assert sheet_out[20, 31:38, 20].all() and not sheet_out[20, 38:, 20].any()
     assert not sheet_out[20, 30, 20]
 
