@@ -154,8 +154,10 @@ class PostProcess:
         margin: the air margin in front of the mask's tissue ("bulky masks are good masks":
             the filled region must not trace the face). It is computed from the tissue, not
             taken from the network (:func:`ctadeface.margin.with_margin`: outside air whose
-            nearest patient voxel is the mask's tissue, as in the phantoms' exact mask); air the
-            network drew beyond it is dropped. None keeps the network's mask as drawn.
+            nearest patient voxel is the mask's tissue, as in the phantoms' exact mask); the
+            network's own mask off the patient stays only within the margin's reach of the
+            patient, and air the patient encloses never stays. None keeps the network's mask as
+            drawn.
         body_reach_mm: mask voxels farther than this from the patient (the largest connected
             part above ``air_hu``, sampled on ~4 mm cells, as the fast path finds it) are not
             face and are dropped (network false positives in the air, on a table or a wrap);
