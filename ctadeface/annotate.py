@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from .boxes import largest_component
+
 log = logging.getLogger(__name__)
 
 Arr = np.ndarray
@@ -242,15 +244,6 @@ def _disk(diam_mm: float, g: float) -> Arr:
     return (a[:, None] ** 2 + a[None, :] ** 2) <= r * r
 
 
-def _largest_component(mask: Arr) -> Arr:
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
 # ---------------------------------------------------------------------------------------------
 # Pose.
 
@@ -263,7 +256,7 @@ def _body_and_bone(w: _Grid, p: AnnotateParams) -> tuple[_Grid, Arr, Arr] | None
     body = ndi.binary_opening(coarse.data > p.body_hu, iterations=1)
     if body.sum() < 50:
         return None
-    body = _largest_component(body)
+    body = largest_component(body)
     body = ndi.binary_dilation(body, iterations=1) & (coarse.data > p.body_hu)
     bone = (coarse.data > p.bone_front_hu) & ndi.binary_dilation(body, iterations=1)
     return coarse, body, bone
@@ -338,7 +331,7 @@ def _maps(h: _Grid, p: AnnotateParams) -> _Maps:
     """Skin of the main body (thin sheets, shells and the table opened away) and bone."""
     ys = h.coords(1)
     body = ndi.binary_opening(h.data > p.body_hu, structure=ndi.generate_binary_structure(3, 1))
-    body = _largest_component(body)
+    body = largest_component(body)
     return _Maps(_front(body, ys), _front(h.data > p.bone_front_hu, ys), body)
 
 
@@ -598,7 +591,7 @@ def _tragus_depth(
     if len(kx) == 0 or len(kz) == 0:
         return p.tragus_behind_tip_mm
     sub = h.data[kx[0] : kx[-1] + 1, :, kz[0] : kz[-1] + 1] > p.body_hu
-    sub = _largest_component(ndi.binary_opening(sub, iterations=1))
+    sub = largest_component(ndi.binary_opening(sub, iterations=1))
     if not sub.any():
         return p.tragus_behind_tip_mm
     ys = h.coords(1)

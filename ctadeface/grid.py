@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage  # imported with the module, not during a scan's first segmentation
 
-from .boxes import occupied
+from .boxes import largest_component, occupied
 
 #: A box of a 3D grid: one slice per axis (start, stop; step 1).
 Box = tuple[slice, slice, slice]
@@ -45,12 +45,7 @@ def body_cells(
     cells = np.asarray(volume[:: steps[0], :: steps[1], :: steps[2]]) > threshold
     if not cells.any():
         return None
-    labels, n = ndimage.label(cells)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        cells = labels == int(np.argmax(sizes))
-    return cells, steps
+    return largest_component(cells), steps
 
 
 def body_box(

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .boxes import largest_component
+
 
 @dataclass(frozen=True)
 class MarginParams:
@@ -156,13 +158,9 @@ def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.n
     radius = _radius(thin_mm, spacing)
     size = [2 * int(radius / float(s) + 1e-9) + 1 for s in spacing]
     core = ndimage.minimum_filter(body.view(np.uint8), size=size, mode="nearest").view(bool)
-    labels, n = ndimage.label(core)
-    if n == 0:
+    if not core.any():
         return body.copy()
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        core = labels == int(np.argmax(sizes))
+    core = largest_component(core)
     grown = ndimage.maximum_filter(core.view(np.uint8), size=size, mode="constant").view(bool)
     return grown & body
 
