@@ -226,12 +226,13 @@ def _any_region(block: torch.Tensor) -> torch.Tensor:
     return (block > 0).any(0)
 
 
-def _config_of(predictor: Any) -> ModelConfig:
-    """The inference settings of a model nnU-Net loaded itself."""
+def _config_of(predictor: Any, configuration_name: str) -> ModelConfig:
+    """The inference settings of a model nnU-Net loaded itself (``nnUNetPredictor`` keeps the
+    plans but not the name of the configuration it loaded)."""
     return read_config(
         predictor.plans_manager.plans,
         predictor.dataset_json,
-        predictor.configuration_name,
+        configuration_name,
         predictor.allowed_mirroring_axes or (),
     )
 
@@ -338,7 +339,7 @@ class FaceSegmenter:
             except UnsupportedModel as why:
                 log.info("model %s: %s; nnU-Net builds its network", model.name, why)
                 predictor = self._nnunet_predictor()
-                config = _config_of(predictor)
+                config = _config_of(predictor, model.configuration)
                 module, weights = predictor.network, list(predictor.list_of_parameters)
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
             raise ModelError(f"model {model.folder} cannot be loaded: {e}") from e

@@ -21,6 +21,7 @@ from ctadeface.segment import FaceSegmenter, check_checkpoint_globals, choose_de
 from ctadeface.train import Case, TrainConfig, train
 
 CLI = Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"
+TRAINED = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 
 
 def blob_case(seed: int, shape=(40, 48, 36), spacing=(4.0, 4.0, 5.0)) -> Case:
@@ -196,6 +197,24 @@ def test_one_segmenter_many_scans_and_tta_changes_something(
     assert np.array_equal(plain.predict(hu, spacing), first)  # no state leaks between scans
     mirrored = FaceSegmenter(spec, device="cpu", tta=True, nprocs=1).predict(hu, spacing)
     assert not np.array_equal(mirrored, first)
+
+
+def test_trainer_variant_is_built_by_nnunet_and_gives_the_same_mask(
+    model_folder: Path, scan: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trainer the fast path does not know: nnU-Net builds the network, the fast path runs it."""
+    _, hu, spacing = scan
+    variant = tmp_path / model_folder.parent.name / TRAINED.replace("Trainer_", "TrainerNoDA_")
+    shutil.copytree(model_folder, variant)
+    spec = resolve_model(str(variant), tmp_path / "c1")
+    assert spec.trainer == "nnUNetTrainerNoDA"
+    with caplog.at_level("INFO", logger="ctadeface.segment"):
+        built_by_nnunet = FaceSegmenter(spec, device="cpu", nprocs=1, precision="fp32")
+    assert "nnU-Net builds its network" in caplog.text
+    plain = resolve_model(str(model_folder), tmp_path / "c2")
+    expected = FaceSegmenter(plain, device="cpu", nprocs=1, precision="fp32").predict(hu, spacing)
+    assert not built_by_nnunet.exact
+    assert np.array_equal(built_by_nnunet.predict(hu, spacing), expected)
 
 
 def test_describe_has_provenance(model_folder: Path, tmp_path: Path) -> None:
