@@ -108,7 +108,7 @@ def model_masker(spec: str, cache: Path) -> Masker:
     segmenter = FaceSegmenter(model, device="auto")
 
     def mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
-        raw = segmenter.predict(hu, image.spacing)
+        raw = segmenter.predict(hu, image.spacing, affine=image.affine)
         return postprocess(raw, hu, image.spacing) if model.postprocess else raw
 
     return mask

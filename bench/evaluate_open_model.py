@@ -68,11 +68,13 @@ POST = PostProcess()
 Segment = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
 
 
-def default_mask(seg: FaceSegmenter, hu: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+def default_mask(
+    seg: FaceSegmenter, hu: np.ndarray, spacing: tuple[float, ...], affine: np.ndarray
+) -> np.ndarray:
     """The mask of a default run: the model's mask, post-processed when the model asks for it
     (the ``open`` registry model does; a model folder given by path is post-processed too, as
     it is meant to become ``open``)."""
-    mask = seg.predict(hu, spacing)
+    mask = seg.predict(hu, spacing, affine=affine)
     return postprocess(mask, hu, spacing, POST)
 
 
@@ -99,7 +101,7 @@ def section_phantoms(seg: FaceSegmenter, n: int, max_voxels: int) -> list[str]:
         ph = make_phantom(PHANTOM_SEED0 + i, max_voxels=max_voxels)
         hu = ph.hu()
         spacing = tuple(float(s) for s in ph.spec.spacing)
-        mask = seg.predict(hu, spacing)
+        mask = seg.predict(hu, spacing, affine=ph.affine)
         pp = postprocess(mask, hu, spacing, POST)
         raw.append(dice(mask, ph.face))
         post.append(dice(pp, ph.face))
@@ -201,7 +203,7 @@ def section_heads(seg: FaceSegmenter, heads: Sequence[Path], trained_on: Sequenc
     for path in heads:
         image = load_ct(path)
         hu = image.hu()
-        mask = default_mask(seg, hu, image.spacing)
+        mask = default_mask(seg, hu, image.spacing, image.affine)
         fill = choose_fill(image, "p10")
         defaced = apply_fill(image, mask, fill, seed=0)
         dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
@@ -251,7 +253,7 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
         if not marks.found or marks.nose_tip is None:
             rows.append(f"| {path.name} | no face found by the annotator | | | |")
             continue
-        mask = default_mask(seg, hu, image.spacing)
+        mask = default_mask(seg, hu, image.spacing, image.affine)
         got = {
             "nose tip": _inside(mask, image.affine, marks.nose_tip),
             "lips": _inside(mask, image.affine, marks.lips),
@@ -301,8 +303,11 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
 # --- d. robustness ----------------------------------------------------------------------------
 
 
-def _crop(image: CTImage, keep_top: bool, fraction: float) -> tuple[np.ndarray, tuple, float]:
-    """The top or bottom ``fraction`` of the axial slices of ``image``: HU, spacing, and the
+def _crop(
+    image: CTImage, keep_top: bool, fraction: float
+) -> tuple[np.ndarray, tuple, np.ndarray, float]:
+    """The top or bottom ``fraction`` of the axial slices of ``image``: HU, spacing, affine
+    (its axis directions; the crop's origin is not updated) and the
     mL of the annotator's face mask of the whole scan that fall inside the crop (what a model
     true to mask-definition.md may mark there: a top crop can hold forehead)."""
     from ctadeface.annotate import annotate_face
@@ -316,11 +321,12 @@ def _crop(image: CTImage, keep_top: bool, fraction: float) -> tuple[np.ndarray, 
     sl = [slice(None)] * 3
     sl[ax] = slice(lo, hi)
     expected = annotate_face(hu, image.affine)[tuple(sl)].sum() * float(np.prod(image.spacing))
-    return np.ascontiguousarray(hu[tuple(sl)]), image.spacing, expected / 1000.0
+    return np.ascontiguousarray(hu[tuple(sl)]), image.spacing, image.affine, expected / 1000.0
 
 
-def synthetic_abdomen(seed: int = 0) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """An abdomen-like section: body ellipse (fat rim, 40 HU organs), spine, air around."""
+def synthetic_abdomen(seed: int = 0) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """An abdomen-like section: body ellipse (fat rim, 40 HU organs), spine, air around; HU,
+    spacing (mm) and an RAS affine."""
     rng = np.random.default_rng(seed)
     shape, sp = (256, 256, 60), (1.5, 1.5, 5.0)
     x, y = np.meshgrid(np.arange(shape[0]) * sp[0] - 192, np.arange(shape[1]) * sp[1] - 192)
@@ -334,7 +340,7 @@ def synthetic_abdomen(seed: int = 0) -> tuple[np.ndarray, tuple[float, float, fl
     sl[spine] = 600.0
     sl[aorta] = 350.0
     hu = np.repeat(sl[:, :, None], shape[2], 2) + rng.normal(0, 10, shape)
-    return hu.astype(np.float32), sp
+    return hu.astype(np.float32), sp, np.diag([*sp, 1.0])
 
 
 def section_robustness(seg: FaceSegmenter, openkbp: Sequence[Path], heads: Sequence[Path]) -> list:
@@ -344,7 +350,7 @@ def section_robustness(seg: FaceSegmenter, openkbp: Sequence[Path], heads: Seque
         try:
             image = load_ct(path)
             hu = image.hu()
-            mask = default_mask(seg, hu, image.spacing)
+            mask = default_mask(seg, hu, image.spacing, image.affine)
             ml = mask.sum() * float(np.prod(image.spacing)) / 1000.0
             volumes.append(ml)
             empty += int(ml == 0)
@@ -365,7 +371,7 @@ def section_robustness(seg: FaceSegmenter, openkbp: Sequence[Path], heads: Seque
         "| crop without a face | voxels | mask voxels | mask mL | annotator on the full scan, mL |",
         "|---|---|---|---|---|",
     ]
-    crops: list[tuple[str, np.ndarray, tuple, float]] = []
+    crops: list[tuple[str, np.ndarray, tuple, np.ndarray, float]] = []
     if heads:
         head = load_ct(heads[0])
         crops.append((f"brain only: top 40% of {heads[0].name}", *_crop(head, True, 0.4)))
@@ -373,9 +379,9 @@ def section_robustness(seg: FaceSegmenter, openkbp: Sequence[Path], heads: Seque
         kbp = load_ct(openkbp[0])
         crops.append((f"neck only: bottom 45% of {openkbp[0].name}", *_crop(kbp, False, 0.45)))
     crops.append(("synthetic abdomen 256x256x60", *synthetic_abdomen(), 0.0))
-    for name, hu, spacing, expected in crops:
+    for name, hu, spacing, affine, expected in crops:
         try:
-            mask = default_mask(seg, hu, spacing)
+            mask = default_mask(seg, hu, spacing, affine)
             ml = mask.sum() * float(np.prod(spacing)) / 1000.0
             out.append(f"| {name} | {hu.size} | {int(mask.sum())} | {ml:.1f} | {expected:.1f} |")
         except Exception as err:
@@ -394,7 +400,7 @@ def section_timing(seg: FaceSegmenter, threads: int) -> list[str]:
     ph = make_phantom(spec)
     hu = ph.hu()
     t0 = time.perf_counter()
-    mask = seg.predict(hu, spec.spacing)
+    mask = seg.predict(hu, spec.spacing, affine=ph.affine)
     t1 = time.perf_counter()
     pp = postprocess(mask, hu, spec.spacing, POST)
     t2 = time.perf_counter()

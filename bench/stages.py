@@ -59,7 +59,9 @@ def one_scan(segmenter: FaceSegmenter, path: Path, out: Path) -> dict[str, float
     lap("hash input")
     image = load_ct(path)
     lap("read")
-    mask = segmenter.predict(image.data, image.spacing, slope=image.slope, inter=image.inter)
+    mask = segmenter.predict(
+        image.data, image.spacing, slope=image.slope, inter=image.inter, affine=image.affine
+    )
     lap("segment")
     mask = postprocess(mask, image.hu_view(), image.spacing, PostProcess())
     lap("post-process")

@@ -43,6 +43,7 @@ cd "$HERE"
     --face-free "$FACE_FREE" --max-label-ml 1500 \
     --spacing 2.5 --features 8,16,32,64,128 --patch 64 --batch-size 2 \
     --foreground-fraction 0.5 --phantom-share "$PHANTOM_SHARE" \
+    --orientation RAS --mirror-axes 2 \
     --iterations "$ITERATIONS" --lr 3e-3 \
     --dataset-id 902 --dataset-name OpenFace --threads "$OMP_NUM_THREADS" --holdout 0 \
     2>&1 | tee "$OUT/train.log"

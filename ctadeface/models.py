@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 from ctadeface.errors import ModelError
 from ctadeface.io import sha256_file
+from ctadeface.orientation import check_codes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class ModelSpec:
     ``fold_all/checkpoint_final.pth``) to its sha256, for provenance. ``pinned`` is True when the
     files matched the sha256 sums pinned in the registry (else they are whatever the user gave).
     ``postprocess``: the model's default for ``deface.postprocess`` (see RegistryEntry).
+    ``orientation``: the axis codes (e.g. ``RAS``) the model wants its input array in, from
+    ``input_orientation`` of the folder's ``ctadeface_training.json`` (written by
+    ``ctadeface.train``); None: the stored order, as nnU-Net's own readers give it.
     """
 
     name: str
@@ -68,6 +72,7 @@ class ModelSpec:
     checkpoint_sha256: Mapping[str, str]
     pinned: bool = False
     postprocess: bool = False
+    orientation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -316,7 +321,25 @@ def _resolve_directory(
         licence=licence,
         checkpoint_sha256=MappingProxyType(checkpoints),
         pinned=all(rel in verified for rel in relpaths),
+        orientation=input_orientation(folder),
     )
+
+
+#: ctadeface's own record of how a model folder was trained (``ctadeface.train`` writes it).
+TRAINING_RECORD = "ctadeface_training.json"
+
+
+def input_orientation(folder: Path) -> str | None:
+    """The ``input_orientation`` of ``folder/ctadeface_training.json`` (axis codes such as
+    ``RAS``), or None when the file or the key is absent (any nnU-Net model not trained here)."""
+    record = folder / TRAINING_RECORD
+    if not record.is_file():
+        return None
+    try:
+        codes = json.loads(record.read_text()).get("input_orientation")
+        return None if codes is None else check_codes(str(codes))
+    except (ValueError, AttributeError) as err:
+        raise ModelError(f"{record}: unreadable input_orientation ({err})") from None
 
 
 def _parse_folder_name(folder: Path) -> tuple[str, str, str]:

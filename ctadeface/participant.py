@@ -182,7 +182,9 @@ def deface_scan(
     segmenter = get_segmenter()
     verifier = get_verifier()
     t0 += time.perf_counter() - loading
-    mask = segmenter.predict(image.data, image.spacing, slope=image.slope, inter=image.inter)
+    mask = segmenter.predict(
+        image.data, image.spacing, slope=image.slope, inter=image.inter, affine=image.affine
+    )
     mask = np.asarray(mask, dtype=bool)
     if settings.postprocess:
         mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)

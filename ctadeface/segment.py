@@ -48,6 +48,7 @@ from ctadeface.network import (
     plan_tiles,
     read_config,
 )
+from ctadeface.orientation import Orientation
 
 log = logging.getLogger(__name__)
 
@@ -402,18 +403,38 @@ class FaceSegmenter:
         *,
         slope: float = 1.0,
         inter: float = 0.0,
+        affine: np.ndarray | None = None,
     ) -> np.ndarray:
         """The face mask of one scan.
 
         ``volume``: 3D, array order as stored on disk (i, j, k), in stored units (HU = stored *
         ``slope`` + ``inter``; pass HU with the defaults). ``spacing``: mm per array axis (i, j,
-        k). Returns a bool array of the same shape, True = face (any non-background label); it
-        has the memory order of ``volume`` (Fortran for a NIfTI loaded by nibabel).
+        k). ``affine``: voxel -> world RAS+ mm; required by a model that declares an input
+        orientation (``ModelSpec.orientation``): the array is turned to it (axis permutation and
+        flips, a copy), segmented, and the mask turned back. Returns a bool array of the same
+        shape, True = face (any non-background label); it has the memory order of ``volume``
+        (Fortran for a NIfTI loaded by nibabel).
         """
         if volume.ndim != 3:
             raise ValueError(f"expected a 3D image, got shape {volume.shape}")
         if len(spacing) != 3 or min(spacing) <= 0:
             raise ValueError(f"expected three positive spacings (mm), got {spacing}")
+        codes = self.model.orientation
+        if codes is None:
+            return self._predict_stored(volume, spacing, slope, inter)
+        if affine is None:
+            raise UsageError(
+                f"model {self.model.name} segments arrays in {codes} orientation: "
+                "predict() needs the scan's affine"
+            )
+        turn = Orientation.of(affine, codes)
+        mask = self._predict_stored(turn.forward(volume), turn.spacing(spacing), slope, inter)
+        return turn.backward(mask, volume)
+
+    def _predict_stored(
+        self, volume: np.ndarray, spacing: tuple[float, float, float], slope: float, inter: float
+    ) -> np.ndarray:
+        """The mask of ``volume`` fed to the network in its own array order."""
         self._check_resampled_size(volume.shape, spacing)
         kji = np.asarray(volume).T  # nnU-Net's axis order; C-ordered for a nibabel array
         kji_spacing = tuple(abs(float(s)) for s in spacing[::-1])
@@ -546,6 +567,7 @@ class FaceSegmenter:
             "trainer": self.model.trainer,
             "plans": self.model.plans_name,
             "configuration": self.model.configuration,
+            "input_orientation": self.model.orientation or "stored array order",
             "folds": list(self.model.folds),
             "checkpoint_sha256": dict(self.model.checkpoint_sha256),
             "licence": self.model.licence,

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ctadeface import boxes
 from ctadeface.errors import UsageError
+from ctadeface.orientation import Orientation, check_codes
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,12 @@ LABELS = {"background": 0, "face": 1}
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train. Sizes in voxels of the target grid, spacing in mm (isotropic)."""
+    """What to train. Sizes in voxels of the target grid, spacing in mm (isotropic).
+
+    ``orientation``: axis codes (e.g. ``RAS``) every case is turned to before preprocessing;
+    the model folder declares them (``input_orientation``) so that inference turns scans the
+    same way. None: the stored array order, as nnU-Net trains and predicts.
+    """
 
     out: Path
     seed: int = 0
@@ -67,16 +73,21 @@ class TrainConfig:
     foreground_fraction: float = 0.33
     threads: int = 1
     phantom_share: float | None = None
+    orientation: str | None = None
 
 
 @dataclass(frozen=True)
 class Case:
     """One training image: float32 HU and the bool face mask, both in stored array order
-    (i, j, k); ``spacing`` in mm per array axis."""
+    (i, j, k); ``spacing`` in mm per array axis; ``affine``: voxel -> world RAS+ mm (only its
+    axis directions are used: they turn the arrays to the model's input orientation). None: the
+    array axes already run along that orientation (or it does not matter: synthetic trunk
+    sections, drawn in random axis order)."""
 
     hu: np.ndarray
     face: np.ndarray
     spacing: tuple[float, float, float]
+    affine: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -230,15 +241,35 @@ def build_network(plans: dict[str, Any]) -> torch.nn.Module:
     )
 
 
-def preprocess(case: Case, plans: dict[str, Any], dataset_json: dict[str, Any]) -> tuple:
+def oriented(case: Case, codes: str | None) -> Case:
+    """``case`` with its arrays turned to the orientation ``codes`` (see
+    :mod:`ctadeface.orientation`); ``case`` itself when ``codes`` or its affine is None."""
+    if codes is None or case.affine is None:
+        return case
+    turn = Orientation.of(case.affine, codes)
+    if turn.identity:
+        return case
+    return Case(
+        hu=turn.forward(case.hu),
+        face=turn.forward(case.face),
+        spacing=turn.spacing(case.spacing),
+        affine=None,
+    )
+
+
+def preprocess(
+    case: Case, plans: dict[str, Any], dataset_json: dict[str, Any], orientation: str | None
+) -> tuple:
     """(image (1, z, y, x) float32, labels (z, y, x) uint8) on the target grid, made by
-    nnU-Net's DefaultPreprocessor from the arrays nnU-Net's NIfTI reader would give (labels are
-    kept small: hundreds of cases stay in memory during training)."""
+    nnU-Net's DefaultPreprocessor from the arrays nnU-Net's NIfTI reader would give for the
+    case turned to ``orientation`` (None: as stored) (labels are kept small: hundreds of cases
+    stay in memory during training)."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     manager = PlansManager(plans)
     configuration = manager.get_configuration(CONFIGURATION)
+    case = oriented(case, orientation)
     image = case.hu.astype(np.float32).transpose(2, 1, 0)[None]
     seg = case.face.astype(np.int8).transpose(2, 1, 0)[None]
     properties = {"spacing": [float(s) for s in case.spacing[::-1]]}
@@ -324,14 +355,11 @@ def train(
     dataset_json = make_dataset_json(len(cases))
     intensity = intensity_properties(cases)
     target_shapes = [
-        [
-            round(n * s / config.spacing)
-            for n, s in zip(c.hu.shape[::-1], c.spacing[::-1], strict=True)
-        ]
+        [round(n * s / config.spacing) for n, s in zip(*_turned_shape(c, config), strict=True)]
         for c in cases
     ]
     plans = make_plans(config, intensity, np.median(np.array(target_shapes), 0).astype(int))
-    prepared = [preprocess(c, plans, dataset_json) for c in cases]
+    prepared = [preprocess(c, plans, dataset_json, config.orientation) for c in cases]
     log.info("preprocessed %d cases, shapes %s", len(prepared), [p[1].shape for p in prepared])
     network = build_network(plans)
     network.train()
@@ -371,6 +399,15 @@ def train(
     return TrainResult(folder=folder, seconds=seconds, losses=tuple(losses))
 
 
+def _turned_shape(case: Case, config: TrainConfig) -> tuple[list[int], list[float]]:
+    """(shape, spacing) of ``case`` in the model's orientation, nnU-Net's (z, y, x) order."""
+    shape, spacing = list(case.hu.shape), list(case.spacing)
+    if config.orientation is not None and case.affine is not None:
+        turn = Orientation.of(case.affine, config.orientation)
+        shape, spacing = list(turn.permute(shape)), list(turn.spacing(spacing))
+    return shape[::-1], spacing[::-1]
+
+
 def write_model_folder(
     config: TrainConfig,
     plans: dict[str, Any],
@@ -399,7 +436,9 @@ def write_model_folder(
     torch.save(checkpoint, folder / "fold_all" / "checkpoint_final.pth")
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     recipe.pop("out")
-    record = {"recipe": recipe, "final_loss": losses[-1] if losses else None}
+    record: dict[str, Any] = {"recipe": recipe, "final_loss": losses[-1] if losses else None}
+    if config.orientation is not None:  # read by models.input_orientation
+        record["input_orientation"] = config.orientation
     (folder / "ctadeface_training.json").write_text(json.dumps(record, indent=2) + "\n")
     return folder
 
@@ -422,6 +461,7 @@ def phantom_cases(seeds: Sequence[int], **draw: Any) -> list[Case]:
                 hu=np.asarray(ph.hu(), np.float32),
                 face=np.asarray(ph.face, bool),
                 spacing=tuple(float(z) for z in zooms),
+                affine=np.asarray(ph.affine, float),
             )
         )
     return cases
@@ -526,7 +566,8 @@ def real_cases(
         if problem is not None:
             log.warning("%s: implausible annotator label (%s); not used", path, problem)
             continue
-        cases.append(Case(hu=hu, face=face, spacing=tuple(abs(s) for s in image.spacing)))
+        spacing = tuple(abs(s) for s in image.spacing)
+        cases.append(Case(hu=hu, face=face, spacing=spacing, affine=image.affine))
         log.info("real case %s: %d face voxels", path, int(face.sum()))
     return cases
 
@@ -554,7 +595,8 @@ def face_free_crops(
             hu = np.ascontiguousarray(case.hu[tuple(sl)])
             if (hu > -500.0).sum() * float(np.prod(case.spacing)) < 1000.0 * min_body_ml:
                 continue
-            out.append(Case(hu=hu, face=np.zeros(hu.shape, bool), spacing=case.spacing))
+            empty = np.zeros(hu.shape, bool)
+            out.append(Case(hu=hu, face=empty, spacing=case.spacing, affine=case.affine))
     return out
 
 
@@ -588,6 +630,7 @@ def skull_top_case(seed: int, max_voxels: int = 1_500_000) -> Case:
         hu=np.asarray(ph.hu(), np.float32),
         face=np.asarray(ph.face, bool),
         spacing=tuple(float(z) for z in zooms),
+        affine=np.asarray(ph.affine, float),
     )
 
 
@@ -638,6 +681,15 @@ def _float_tuple(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text}") from err
 
 
+def _orientation(text: str) -> str | None:
+    if text.lower() == "stored":
+        return None
+    try:
+        return check_codes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m ctadeface.train", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="where DatasetNNN_NAME/ goes")
@@ -651,7 +703,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dataset-id", type=int, default=900)
     p.add_argument("--dataset-name", default="TinyFace")
-    p.add_argument("--mirror-axes", type=_int_tuple, default=(), help="e.g. 0,1,2")
+    p.add_argument(
+        "--mirror-axes",
+        type=_int_tuple,
+        default=(),
+        help="patch axes (z, y, x of the oriented array: with RAS, 2 = left-right) to mirror",
+    )
+    p.add_argument(
+        "--orientation",
+        type=_orientation,
+        default=None,
+        help="axis codes (e.g. RAS) the arrays are turned to before training and inference; "
+        "default 'stored': as stored, like nnU-Net's readers",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--phantom-shape", type=_int_tuple, default=None)
     p.add_argument("--phantom-spacing", type=_float_tuple, default=None)
@@ -713,6 +777,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namesp
         foreground_fraction=args.foreground_fraction,
         threads=args.threads,
         phantom_share=args.phantom_share,
+        orientation=args.orientation,
     )
     return config, args
 
@@ -751,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = resolve_model(str(result.folder), config.out / ".cache")
         segmenter = FaceSegmenter(spec, device="cpu", nprocs=config.threads)
         held = phantom_cases([10**6 + config.seed * 1000 + i for i in range(args.holdout)], **draw)
-        scores = [dice(segmenter.predict(c.hu, c.spacing), c.face) for c in held]
+        scores = [dice(segmenter.predict(c.hu, c.spacing, affine=c.affine), c.face) for c in held]
         log.info("held-out Dice: %s", ", ".join(f"{s:.3f}" for s in scores))
     return 0
 

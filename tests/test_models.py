@@ -61,6 +61,27 @@ def test_folder_itself_dataset_folder_or_results_root(tmp_path: Path, level: int
     assert not spec.pinned
 
 
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [(None, None), ({"recipe": {}}, None), ({"input_orientation": "ras"}, "RAS")],
+)
+def test_input_orientation_comes_from_the_training_record(
+    tmp_path: Path, record: dict | None, expected: str | None
+) -> None:
+    folder = make_folder(tmp_path)
+    if record is not None:
+        (folder / "ctadeface_training.json").write_text(json.dumps(record))
+    assert resolve_model(str(folder), tmp_path / "cache").orientation == expected
+
+
+@pytest.mark.parametrize("text", ['{"input_orientation": "XYZ"}', "[1, 2]", "{not json"])
+def test_unreadable_input_orientation_is_refused(tmp_path: Path, text: str) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "ctadeface_training.json").write_text(text)
+    with pytest.raises(ModelError, match=r"ctadeface_training\.json: unreadable input_orientation"):
+        resolve_model(str(folder), tmp_path / "cache")
+
+
 def test_numeric_folds_when_no_fold_all(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, folds=("3", "0", "10"))
     spec = resolve_model(str(folder), tmp_path / "cache")

@@ -217,6 +217,30 @@ def test_trainer_variant_is_built_by_nnunet_and_gives_the_same_mask(
     assert np.array_equal(built_by_nnunet.predict(hu, spacing), expected)
 
 
+def test_model_with_an_input_orientation_segments_the_turned_scan(
+    model_folder: Path, tmp_path: Path
+) -> None:
+    """A model that declares RAS gets the scan turned to RAS and gives the mask back in the
+    stored order: the same mask as the stored-order model run on the RAS array, turned back."""
+    case = blob_case(9, shape=(40, 48, 36))
+    stored = np.asfortranarray(case.hu.transpose(1, 2, 0)[::-1])  # axes (A, S, R), A reversed
+    affine = np.array(
+        [[0.0, 0.0, 4.0, -70.0], [-4.0, 0.0, 0.0, 90.0], [0.0, 5.0, 0.0, -80.0], [0, 0, 0, 1]]
+    )
+    spacing = (4.0, 5.0, 4.0)
+    ras = shutil.copytree(model_folder, tmp_path / "ras" / model_folder.parent.name / TRAINED)
+    (ras / "ctadeface_training.json").write_text(json.dumps({"input_orientation": "RAS"}))
+    turned_model = FaceSegmenter(resolve_model(str(ras), tmp_path / "c1"), device="cpu", nprocs=1)
+    plain_model = FaceSegmenter(resolve_model(str(model_folder), tmp_path / "c2"), device="cpu")
+    assert turned_model.describe()["input_orientation"] == "RAS"
+    mask = turned_model.predict(stored, spacing, affine=affine)
+    reference = plain_model.predict(np.asfortranarray(case.hu), case.spacing)
+    assert mask.any() and mask.flags.f_contiguous
+    assert np.array_equal(mask, reference.transpose(1, 2, 0)[::-1])
+    with pytest.raises(UsageError, match="RAS orientation: predict\\(\\) needs the scan's affine"):
+        turned_model.predict(stored, spacing)
+
+
 def test_describe_has_provenance(model_folder: Path, tmp_path: Path) -> None:
     spec = resolve_model(str(model_folder), tmp_path / "cache")
     info = FaceSegmenter(spec, device="cpu").describe()

@@ -136,6 +136,63 @@ def test_command_line_parsing(tmp_path: Path) -> None:
     assert parse_args(["--out", str(tmp_path), "--phantom-share", "0.6"])[0].phantom_share == 0.6
 
 
+def test_orientation_on_the_command_line(tmp_path: Path) -> None:
+    assert parse_args(["--out", str(tmp_path)])[0].orientation is None
+    assert parse_args(["--out", str(tmp_path), "--orientation", "ras"])[0].orientation == "RAS"
+    assert parse_args(["--out", str(tmp_path), "--orientation", "stored"])[0].orientation is None
+    with pytest.raises(SystemExit):
+        parse_args(["--out", str(tmp_path), "--orientation", "RAR"])
+
+
+def _stored_as(case: Case, perm: tuple[int, int, int], flip: int) -> Case:
+    """``case`` (RAS order) stored with its axes in order ``perm`` and axis ``flip`` reversed,
+    with the affine that says so."""
+    hu = np.flip(case.hu.transpose(perm), flip)
+    face = np.flip(case.face.transpose(perm), flip)
+    spacing = tuple(case.spacing[p] for p in perm)
+    affine = np.eye(4)
+    affine[:3, :3] = 0.0
+    for axis, world in enumerate(perm):
+        affine[world, axis] = spacing[axis] * (-1.0 if axis == flip else 1.0)
+    return Case(
+        hu=np.ascontiguousarray(hu), face=np.ascontiguousarray(face), spacing=spacing, affine=affine
+    )
+
+
+def test_oriented_turns_the_arrays_to_the_codes() -> None:
+    from ctadeface.train import oriented
+
+    ras = ball_case(4, shape=(20, 24, 28), spacing=(4.0, 5.0, 6.0))
+    stored = _stored_as(ras, (2, 0, 1), 1)
+    turned = oriented(stored, "RAS")
+    np.testing.assert_array_equal(turned.hu, ras.hu)
+    np.testing.assert_array_equal(turned.face, ras.face)
+    assert turned.spacing == ras.spacing
+    assert oriented(stored, None) is stored and oriented(ras, "RAS") is ras  # no affine: as is
+
+
+def test_a_model_trained_in_ras_segments_any_stored_order_alike(tmp_path: Path) -> None:
+    """Trained with an orientation, the model declares it; the same scan stored in two axis
+    orders gets the same mask (the network sees the same array)."""
+    cases = [_stored_as(ball_case(s), (1, 2, 0), 2) for s in (0, 1)]
+    folder = train(config(tmp_path, orientation="RAS", iterations=2), cases).folder
+    record = json.loads((folder / "ctadeface_training.json").read_text())
+    assert record["input_orientation"] == "RAS"
+    spec = resolve_model(str(folder), tmp_path / "cache")
+    assert spec.orientation == "RAS"
+    segmenter = FaceSegmenter(spec, device="cpu", nprocs=1, precision="fp32")
+    scan = ball_case(6, shape=(20, 22, 18))
+    a = _stored_as(scan, (2, 0, 1), 0)
+    b = _stored_as(scan, (0, 2, 1), 2)
+    mask_a = segmenter.predict(a.hu, a.spacing, affine=a.affine)
+    mask_b = segmenter.predict(b.hu, b.spacing, affine=b.affine)
+    assert mask_a.shape == a.hu.shape and mask_b.shape == b.hu.shape
+    back_a = np.flip(mask_a, 0).transpose(1, 2, 0)  # to the RAS order of `scan`
+    back_b = np.flip(mask_b, 2).transpose(0, 2, 1)
+    assert 0 < back_a.sum() < back_a.size  # a mask that depends on the voxels
+    np.testing.assert_array_equal(back_a, back_b)
+
+
 def test_dice() -> None:
     a = np.zeros((4, 4), bool)
     b = a.copy()
