@@ -26,7 +26,13 @@ class ThresholdSegmenter:
         self.fail_on = fail_on
 
     def predict(
-        self, volume: np.ndarray, spacing: tuple[float, float, float], *, slope=1.0, inter=0.0
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float],
+        *,
+        slope=1.0,
+        inter=0.0,
+        affine=None,
     ) -> np.ndarray:
         self.calls += 1
         if self.fail_on is not None and self.calls == 2:

@@ -440,10 +440,10 @@ def test_no_face_in_the_field_of_view_is_recorded_not_a_crash(tmp_path, capsys, 
 
     real = FaceSegmenter.predict
 
-    def predict(self, volume: np.ndarray, spacing, *, slope=1.0, inter=0.0) -> np.ndarray:
+    def predict(self, volume: np.ndarray, spacing, *, slope=1.0, inter=0.0, affine=None):
         if float(volume.max()) * slope + inter <= -999:  # the all-air scan
             return np.zeros(volume.shape, dtype=bool)
-        return real(self, volume, spacing, slope=slope, inter=inter)
+        return real(self, volume, spacing, slope=slope, inter=inter, affine=affine)
 
     monkeypatch.setattr(FaceSegmenter, "predict", predict)
     bids = make_dataset(tmp_path / "bids", {"air": _all_air, "head": write_phantom(21)})
