@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ctadeface import boxes
 from ctadeface.errors import UsageError
+from ctadeface.models import TRAINING_RECORD
 from ctadeface.orientation import Orientation, check_codes
 
 log = logging.getLogger(__name__)
@@ -439,7 +440,7 @@ def write_model_folder(
     record: dict[str, Any] = {"recipe": recipe, "final_loss": losses[-1] if losses else None}
     if config.orientation is not None:  # read by models.input_orientation
         record["input_orientation"] = config.orientation
-    (folder / "ctadeface_training.json").write_text(json.dumps(record, indent=2) + "\n")
+    (folder / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return folder
 
 
