@@ -15,7 +15,10 @@ head of ../shared/data when present), alternating A/B/C within each repetition:
   post-processing;
 - (b) reference, as the upstream CTA-DEFACE script does it: ``nnUNetv2_predict_from_modelfolder``
   on a temp folder holding a ``_0000.nii.gz`` copy, then ``get_fdata``, fill with the 10th
-  percentile, save as float64; same model folder, device and TTA setting (off);
+  percentile, save as float64; same model folder, device and TTA setting (off). For a model that
+  declares an input orientation (``open`` since 0.4: RAS) the temp copy is the image turned to it
+  (``as_reoriented``, saved) and the mask is turned back, as anyone running nnU-Net on that model
+  must do;
 - (c) I/O floor: read the source and write one int16 image and one uint8 mask of the same grid
   with ``ctadeface.io``; the read+write time inside the process is reported apart.
 
@@ -163,7 +166,8 @@ REFERENCE_SCRIPT = textwrap.dedent(
     """
     import sys, subprocess, shutil, pathlib, tempfile
     import numpy as np, nibabel as nib
-    src, model, out, device = sys.argv[1:5]
+    from nibabel import orientations as o
+    src, model, out, device, codes = sys.argv[1:6]
     # nnUNetv2_predict_from_modelfolder's entry point, run as its console script runs it
     predict = [sys.executable, "-c",
                "import sys; sys.argv[0] = 'nnUNetv2_predict_from_modelfolder'; "
@@ -171,13 +175,20 @@ REFERENCE_SCRIPT = textwrap.dedent(
                "predict_entry_point_modelfolder as main; main()"]
     tmp = pathlib.Path(tempfile.mkdtemp())
     (tmp / "in").mkdir(); (tmp / "pred").mkdir()
-    shutil.copy(src, tmp / "in" / "case_0000.nii.gz")
+    img = nib.load(src)
+    if codes:  # the model's input orientation: give nnU-Net the image turned to it
+        turn = o.ornt_transform(o.io_orientation(img.affine), o.axcodes2ornt(tuple(codes)))
+        nib.save(img.as_reoriented(turn), tmp / "in" / "case_0000.nii.gz")
+    else:
+        shutil.copy(src, tmp / "in" / "case_0000.nii.gz")
     subprocess.run([*predict, "-i", str(tmp / "in"), "-o", str(tmp / "pred"), "-m", model,
                     "-f", "all", "--disable_tta", "-device", device], check=True,
                    stdout=subprocess.DEVNULL)
-    img = nib.load(src)
     data = img.get_fdata()
     mask = nib.load(str(tmp / "pred" / "case.nii.gz")).get_fdata() > 0
+    if codes:
+        back = o.ornt_transform(o.axcodes2ornt(tuple(codes)), o.io_orientation(img.affine))
+        mask = o.apply_orientation(mask, back)
     data[mask] = np.percentile(data, 10)
     nib.save(nib.Nifti1Image(data, img.affine), out)
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), img.affine), out + ".mask.nii.gz")
@@ -187,13 +198,15 @@ REFERENCE_SCRIPT = textwrap.dedent(
 
 
 def run_reference(
-    source: Path, work: Path, model_folder: Path, device: str
+    source: Path, work: Path, model_folder: Path, device: str, orientation: str | None
 ) -> tuple[dict, np.ndarray]:
-    """(b): the upstream way: nnU-Net CLI on a temp folder, get_fdata, p10, float64 save."""
+    """(b): the upstream way: nnU-Net CLI on a temp folder, get_fdata, p10, float64 save; the
+    image turned to ``orientation`` for nnU-Net when the model declares one."""
     script = work / "reference.py"
     script.write_text(REFERENCE_SCRIPT)
     out = work / "reference_defaced.nii.gz"
-    stats = _measure([PY, str(script), str(source), str(model_folder), str(out), device])
+    codes = orientation or ""
+    stats = _measure([PY, str(script), str(source), str(model_folder), str(out), device, codes])
     mask = np.asanyarray(nib.load(str(out) + ".mask.nii.gz").dataobj) > 0
     return stats, mask
 
@@ -299,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     from ctadeface.io import load_ct
     from ctadeface.models import resolve_model
 
-    folder = resolve_model(args.model, args.work / "cache").folder
+    spec = resolve_model(args.model, args.work / "cache")
+    folder = spec.folder
     args.work.mkdir(parents=True, exist_ok=True)
     if args.reference_reader:
         copy = args.work / "reference-model"
@@ -321,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                 if which == "a":
                     stats, masks["a_post"] = run_ours(source, args.work, args.model, args.device)
                 elif which == "b":
-                    stats, masks["b"] = run_reference(source, args.work, folder, args.device)
+                    stats, masks["b"] = run_reference(
+                        source, args.work, folder, args.device, spec.orientation
+                    )
                 else:
                     stats = run_floor(source, args.work)
                 stats.pop("stdout", None)
