@@ -39,6 +39,8 @@ from ctadeface.orientation import check_codes
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint_final.pth"
+#: ctadeface's own record of how a model folder was trained (``ctadeface.train`` writes it).
+TRAINING_RECORD = "ctadeface_training.json"
 MODELS_DIR_ENV = "CTADEFACE_MODELS_DIR"
 PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
 OPT_MODELS_DIR = Path("/opt/ctadeface/models")
@@ -150,7 +152,7 @@ REGISTRY: Mapping[str, RegistryEntry] = MappingProxyType(
                 {
                     f"fold_all/{CHECKPOINT_NAME}": (
                         5720425,
-                        "b04c4891f5a34640df4002ebc8b1c4f02d6c982494654b08cf30275b0ed21733",
+                        "5b3726ef5381113ff1c1d4958b06be0d8d15dba201f4a49d918a44d195c49023",
                     ),
                     "plans.json": (
                         5489,
@@ -159,6 +161,11 @@ REGISTRY: Mapping[str, RegistryEntry] = MappingProxyType(
                     "dataset.json": (
                         235,
                         "54df5910580a1cfd379949b01e7efe21685ffcff36e19a7033ab034498ad15f3",
+                    ),
+                    # pinned too: it declares the input orientation (RAS) the weights expect
+                    TRAINING_RECORD: (
+                        498,
+                        "be86dee1c998fc141e112092895c1ddcf88c2577b1d4f4bcbf947e0d3656cc47",
                     ),
                 }
             ),
@@ -323,10 +330,6 @@ def _resolve_directory(
         pinned=all(rel in verified for rel in relpaths),
         orientation=input_orientation(folder),
     )
-
-
-#: ctadeface's own record of how a model folder was trained (``ctadeface.train`` writes it).
-TRAINING_RECORD = "ctadeface_training.json"
 
 
 def input_orientation(folder: Path) -> str | None:

@@ -370,6 +370,7 @@ def test_install_refuses_an_unpinned_expected_checksum(tmp_path: Path) -> None:
 def test_open_model_ships_with_the_package_and_matches_its_pins(tmp_path: Path) -> None:
     spec = resolve_model("open", tmp_path / "cache", roots=models.default_roots({}))
     assert spec.pinned and spec.postprocess and spec.folds == ("all",)
+    assert spec.orientation == "RAS"  # trained in RAS (0.4); its training record is pinned
     assert spec.folder.is_relative_to(models.PACKAGE_MODELS_DIR)
     size = sum(p.stat().st_size for p in spec.folder.rglob("*") if p.is_file())
     assert size <= 20 * 2**20

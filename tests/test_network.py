@@ -112,7 +112,8 @@ def test_the_fast_path_does_not_import_nnunet(tmp_path: Path) -> None:
         "from ctadeface.models import resolve_model\n"
         "from ctadeface.segment import FaceSegmenter\n"
         "seg = FaceSegmenter(resolve_model('open', Path(sys.argv[1])), device='cpu', nprocs=1)\n"
-        "seg.predict(np.full((40, 40, 30), -1000, np.int16), (5.0, 5.0, 5.0))\n"
+        "seg.predict(np.full((40, 40, 30), -1000, np.int16), (5.0, 5.0, 5.0),\n"
+        "            affine=np.diag([5.0, 5.0, 5.0, 1.0]))\n"
         "print(sorted(m for m in sys.modules if m.startswith('nnunetv2')))\n"
     )
     out = subprocess.run(
