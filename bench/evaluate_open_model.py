@@ -106,17 +106,17 @@ def error_zones(mask: np.ndarray, ph: Phantom) -> dict[str, tuple[float, float]]
     from ctadeface.phantom import Y_POST, Z_FOREHEAD, Z_HYOID
 
     voxel_ml = abs(float(np.linalg.det(ph.affine[:3, :3]))) / 1000.0
-    world_to_head = np.linalg.inv(ph.head_to_world) @ ph.affine
-    out: dict[str, list[float]] = {}
-    for wrong in (mask & ~ph.face, ph.face & ~mask):  # false positives, then false negatives
-        idx = np.argwhere(wrong).astype(np.float64)
-        head = idx @ world_to_head[:3, :3].T + world_to_head[:3, 3]
+    voxel_to_head = np.linalg.inv(ph.head_to_world) @ ph.affine
+
+    def in_zones(wrong: np.ndarray) -> list[float]:
+        head = np.argwhere(wrong) @ voxel_to_head[:3, :3].T + voxel_to_head[:3, 3]
         low = head[:, 2] < Z_HYOID + ZONE_MM["hyoid"]
         top = ~low & (head[:, 2] > Z_FOREHEAD - ZONE_MM["top"])
         back = ~low & ~top & (head[:, 1] < Y_POST + ZONE_MM["posterior"])
-        for zone, sel in zip(ZONES, (low, top, back, ~(low | top | back)), strict=True):
-            out.setdefault(zone, []).append(float(sel.sum()) * voxel_ml)
-    return {zone: (v[0], v[1]) for zone, v in out.items()}
+        return [float(sel.sum()) * voxel_ml for sel in (low, top, back, ~(low | top | back))]
+
+    fp, fn = in_zones(mask & ~ph.face), in_zones(ph.face & ~mask)
+    return {zone: (a, b) for zone, a, b in zip(ZONES, fp, fn, strict=True)}
 
 
 def section_phantoms(seg: FaceSegmenter, n: int, max_voxels: int) -> list[str]:
