@@ -13,9 +13,11 @@
 # CTs (neck and shoulders, back of the head, ears), phantoms cut above the forehead and
 # synthetic trunk sections. Grid 2.5 mm, patch 64: a soft mask at 2.5 mm brought back linearly
 # reaches Dice 0.998 against the exact phantom mask, so the grid is not the limit. Patches are
-# drawn 60 % from the phantoms, 40 % from the other cases (--phantom-share).
-# Budget: <= 2 h on 2 CPU cores (model 0.3: 74 min in all, about 16 min for labels, phantoms
-# and preprocessing, then ~0.58 s per iteration). ITERATIONS, PHANTOMS, FACE_FREE, REAL_LIMIT,
+# drawn 60 % from the phantoms, 40 % from the other cases (--phantom-share). Every case is turned
+# to RAS (--orientation RAS; the model folder declares it, the app turns scans the same way) and
+# patches are mirrored left-right half the time (--mirror-axes 2).
+# Budget: <= 2 h on 2 CPU cores (model 0.4: 60.5 min with cached labels, about 69 min labelling
+# afresh: ~8 min labels, ~7 min phantoms and preprocessing, then ~0.53 s per iteration). ITERATIONS, PHANTOMS, FACE_FREE, REAL_LIMIT,
 # PHANTOM_SHARE and LABELS override the defaults (smoke test: ITERATIONS=50 PHANTOMS=4 REAL_LIMIT=4 FACE_FREE=4). The model folder is
 # OUT/Dataset902_OpenFace/nnUNetTrainer__nnUNetPlans__3d_fullres; copy it to
 # ctadeface/data/models/open/ to ship it, then run bench/evaluate_open_model.py.
