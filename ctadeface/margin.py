@@ -52,8 +52,8 @@ class MarginParams:
             tissue's edge).
         cell_mm: distances are measured between the centres of cells of about this size
             (whole voxels per cell; one voxel per cell where voxels are larger, which is
-            exact). On coarser cells the margin's thickness is ``margin_mm`` give or take a cell
-            diagonal, and never less than ``min_mm``.
+            exact). On coarser cells the margin's thickness is ``margin_mm`` give or take the
+            diagonal of a cell less one voxel, and never less than ``min_mm``.
         min_mm: the least thickness of the margin (mask-definition.md: at least 5 mm).
     """
 
@@ -69,13 +69,16 @@ class MarginParams:
 
     def reach_mm(self, spacing: Sequence[float]) -> float:
         """Cell-centre distance from the tissue out to which the margin reaches: ``margin_mm``,
-        or on coarse cells at least ``min_mm`` plus a cell diagonal (a voxel lies within half a
-        diagonal of its cell's centre)."""
+        or on coarse cells at least ``min_mm`` plus the diagonal of a cell less one voxel (a
+        voxel centre lies within half of it from its cell's centre, so two voxels' distance and
+        their cells' distance differ by at most that diagonal). Only pooled axes add to it: a
+        0.7 x 3 x 3 mm grid on 2 x 1 x 1 cells reaches max(8, 5 + 0.7) = 8 mm; with the whole
+        cell's diagonal it reached 9.5 mm, a margin 1.5 mm too thick."""
         strides = self.strides(spacing)
         if strides == [1, 1, 1]:
             return self.margin_mm
-        cell = [st * float(s) for st, s in zip(strides, spacing, strict=True)]
-        return max(self.margin_mm, self.min_mm + float(np.sqrt(sum(c * c for c in cell))))
+        spread = [(st - 1) * float(s) for st, s in zip(strides, spacing, strict=True)]
+        return max(self.margin_mm, self.min_mm + float(np.sqrt(sum(e * e for e in spread))))
 
 
 def with_margin(

@@ -82,12 +82,28 @@ def test_coarse_cells_never_make_the_margin_thinner_than_min_mm() -> None:
     params = MarginParams(margin_mm=4.0, cell_mm=2.0, min_mm=5.0)
     assert params.strides(spacing) == [4, 4, 4]
     reach = params.reach_mm(spacing)
-    assert reach == pytest.approx(5.0 + 2.0 * np.sqrt(3))  # min_mm + a cell diagonal
+    assert reach == pytest.approx(5.0 + 1.5 * np.sqrt(3))  # min_mm + diagonal of 3 voxels
     out = with_margin(tissue, body, spacing, params)
     assert out[tissue].all()
     assert out[20, 30:40, 20].all()  # 5 mm = 10 voxels, no unmasked sliver at j = 30
     beyond = 30 + int(np.ceil((reach + 2.0 * np.sqrt(3)) / 0.5))
     assert not out[20, beyond:, 20].any()
+
+
+def test_cells_pooled_along_one_axis_keep_the_margin_along_the_others() -> None:
+    """A 0.7 x 3 x 3 mm grid is pooled 2 x 1 x 1: only the pooled axis blurs the distance, so
+    the margin across the 3 mm voxels is margin_mm (8 mm: two voxels), not a whole cell's
+    diagonal more (tuning phantoms with such grids lost up to 0.1 Dice to a thick margin)."""
+    body = _slab((60, 40, 20), skin=30)
+    tissue = np.zeros_like(body)
+    tissue[10:50, 25:30, 5:15] = True
+    spacing = (0.7, 3.0, 3.0)
+    params = MarginParams()
+    assert params.strides(spacing) == [2, 1, 1]
+    assert params.reach_mm(spacing) == pytest.approx(8.0)
+    out = with_margin(tissue, body, spacing, params)
+    assert out[20:40, 30:32, 10].all()  # 3 and 6 mm from the skin
+    assert not out[:, 32:, :].any()  # 9 mm
 
 
 def test_no_margin_and_bad_shapes() -> None:
