@@ -3,18 +3,21 @@
 ``shared/docs/mask-definition.md`` asks for "a margin of air in front of the skin, at least 5 mm
 thick, everywhere the mask touches the skin". The margin is drawn here, not learned: it is the
 *outside* air within ``margin_mm`` (world mm, Euclidean) of the mask's tissue whose nearest
-patient voxel is that tissue. This is how the phantoms' exact mask draws it
-(:mod:`ctadeface.phantom`): there the margin is the air within ``margin_mm`` of the body, inside
-the face's limits; here the limits are those of the tissue the model found, so the margin stops
-where the tissue stops (at the line in front of the ears, below the chin) instead of spilling
-sideways along the skin.
+patient voxel is that tissue (or within ``slack_mm`` of it). This is how the phantoms' exact
+mask draws it (:mod:`ctadeface.phantom`): there the margin is the air within ``margin_mm`` of
+the body, inside the face's limits; here the limits are those of the tissue the model found, so
+the margin stops where the tissue stops (at the line in front of the ears, below the chin)
+instead of spilling sideways along the skin (at most ``slack_mm`` past the tissue's edge, at
+any distance from the skin).
 
 - *Patient*: the non-air voxels opened by a box of half-width ``thin_mm`` + half a voxel (whole
   voxels per axis), its largest connected part. Things thinner than about 2 x ``thin_mm`` that
   lie on the skin (an immobilisation shell, a plastic sheet) drop out, so the margin is measured
   from the skin beneath them, and a device within the margin is part of it (as in the phantoms'
-  exact mask). The network's own mask off the patient (its learnt air margin, a shell moulded to
-  the face, which carries the face's shape) is kept within ``margin_mm`` of the patient.
+  exact mask). The network's own mask off the patient is kept within ``margin_mm`` of the
+  patient (its learnt air margin), and where it is not air (a shell moulded to the face, which
+  carries the face's shape; a nose tip the opening trimmed) a little farther: up to what the
+  opening may trim.
 - *Outside*: what is not patient and is connected to the border of the grid (6-neighbourhood).
   Air that the patient encloses (paranasal sinuses, mastoid cells) never is, even where the
   network marked it.
@@ -46,10 +49,10 @@ class MarginParams:
         thin_mm: non-air structures thinner than about twice this (shells, sheets lying on the
             skin) are not patient: the margin is measured from the skin under them (the box
             opening's half-width is this plus half a voxel, in whole voxels).
-        slack_mm: the nearest patient voxel may be up to this much closer than the tissue, so
-            that a sheet lying flush on the skin, or a skin layer the network left out, up to
-            this thick, does not stop the margin (it also lets the margin run this far past the
-            tissue's edge).
+        slack_mm: the nearest patient voxel of a margin voxel may lie up to this far from the
+            tissue, so that a sheet lying flush on the skin, or a skin layer the network left
+            out, up to this thick, does not stop the margin (it also lets the margin run this
+            far past the tissue's edge; no farther, however far from the skin).
         cell_mm: distances are measured between the centres of cells of about this size
             (whole voxels per cell; one voxel per cell where voxels are larger, which is
             exact). On coarser cells the margin's thickness is ``margin_mm`` give or take the
@@ -91,12 +94,12 @@ def with_margin(
 
     ``mask``: the network's mask; ``body``: the non-air voxels (HU above the air threshold).
     The margin is the outside voxels within ``margin_mm`` of the mask's tissue on the patient
-    whose nearest patient voxel is that tissue (up to ``slack_mm``). Of the network's own mask
-    off the patient (its air margin, a shell moulded to the face) what lies within ``margin_mm``
-    of the patient stays (widened by what the opening may have trimmed off the patient: a nose
-    tip at 4 mm voxels); the rest, and any air the patient encloses (sinuses), is dropped. On
-    coarse cells the air voxels of the tissue's cells that touch the margin join it (no
-    unmasked sliver of air between skin and margin).
+    whose nearest patient voxel is that tissue (or within ``slack_mm`` of it). Of the network's
+    own mask off the patient, the air within ``margin_mm`` of the patient stays, and what is
+    not air (a shell moulded to the face) also where the opening may have trimmed it off the
+    patient (a nose tip at 4 mm voxels); the rest, and any air the patient encloses (sinuses),
+    is dropped. On coarse cells the air voxels of the tissue's cells that touch the margin join
+    it (no unmasked sliver of air between skin and margin).
     """
     if mask.shape != body.shape:
         raise ValueError(f"mask shape {mask.shape} != body shape {body.shape}")
@@ -119,19 +122,22 @@ def with_margin(
     if not patient.any() or not outside.any():
         return mask.copy()
     t = (_pool(mask & body, strides, "any") if coarse else mask & body) & patient
-    d_patient, d_tissue = _distances([~patient, ~t], cell)
+    (d_patient, nearest), (d_tissue, _) = _distances([(~patient, True), (~t, False)], cell)
+    # the network's mask off the patient: its air within margin_mm of the patient; what is not
+    # air (a device, a nose tip that the opening trimmed) up to what the opening may trim more
     attach = _radius(params.thin_mm, cell) + max(cell)
-    near = outside & (d_patient <= params.margin_mm + attach)
-    kept = ~fine(outside)  # in place from here: box-sized arrays are the memory peak
-    kept &= body
-    kept |= fine(near)
+    kept = fine(~outside | (d_patient <= params.margin_mm + attach))
+    kept &= body  # in place from here: box-sized arrays are the memory peak
+    kept |= fine(outside & (d_patient <= params.margin_mm))
     kept &= mask
     if d_tissue is None:
         return kept
     grown = outside & (d_tissue <= params.reach_mm(spacing))
-    # the nearest patient voxel is tissue (up to the slack, or half a cell)
-    grown &= d_tissue <= d_patient + max(params.slack_mm, 0.5 * max(cell))
-    del d_patient, d_tissue
+    # the nearest patient voxel is tissue, or lies within the slack (or half a cell) of it
+    where = np.nonzero(grown)
+    at_patient = tuple(nearest[(axis, *where)] for axis in range(3))
+    grown[where] = d_tissue[at_patient] <= max(params.slack_mm, 0.5 * max(cell))
+    del d_patient, d_tissue, nearest
     if not coarse:
         return kept | grown
     kept |= fine(grown)
@@ -141,14 +147,24 @@ def with_margin(
     return kept
 
 
-def _distances(masks: Sequence[np.ndarray], spacing: Sequence[float]) -> list[np.ndarray | None]:
-    """Euclidean distance (mm) of every voxel to the nearest False voxel of each mask, None for a
-    mask without one; computed in threads (scipy's transform releases the GIL)."""
+def _distances(
+    masks: Sequence[tuple[np.ndarray, bool]], spacing: Sequence[float]
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    """For each (mask, with_nearest): the Euclidean distance (mm) of every voxel to the nearest
+    False voxel of the mask, and when asked that voxel's indices (int32, axis first); Nones for a
+    mask without one. Computed in threads (scipy's transform releases the GIL)."""
 
-    def one(m: np.ndarray) -> np.ndarray | None:
+    def one(job: tuple[np.ndarray, bool]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        m, with_nearest = job
         if m.all():
-            return None
-        return ndimage.distance_transform_edt(m, sampling=spacing)
+            return None, None
+        if not with_nearest:
+            return ndimage.distance_transform_edt(m, sampling=spacing), None
+        nearest = np.empty((m.ndim, *m.shape), np.int32)
+        d = ndimage.distance_transform_edt(
+            m, sampling=spacing, return_indices=True, indices=nearest
+        )
+        return d, nearest
 
     with ThreadPoolExecutor(max_workers=len(masks)) as pool:
         return list(pool.map(one, masks))

@@ -112,9 +112,10 @@ def test_postprocess_adds_an_air_margin_and_drops_bone():
     assert not out[hu > 600].any() and out[25, 10, 25]
     # the margin grows 6 mm = 3 voxels (2 mm spacing) into the air in front of the skin...
     assert out[20, 20:23, 20].all() and not out[20, 23, 20]
-    # ...but not sideways along the skin beyond the tissue's edge (k = 10): there the nearest
-    # patient voxel is not mask tissue (up to a slack of 2 mm: 3.6 mm vs 2 mm yes, 4.5 vs 2 no)
-    assert out[20, 20, 7] and not out[20, 20, 6]
+    # ...but not sideways along the skin beyond the tissue's edge (k = 10), at any distance
+    # from the skin: the nearest patient voxel (the skin under it) must lie within the 2 mm
+    # slack of the mask's tissue
+    assert out[20, 20:22, 8].all() and not out[20, 20:23, 7].any()
     assert not out[5, 10, 20]  # never into soft tissue outside the mask
     assert not postprocess(np.zeros_like(mask), hu, (1.0, 1.0, 1.0)).any()
 
@@ -210,7 +211,8 @@ def test_postprocess_drops_mask_far_from_the_patient() -> None:
 
 def test_postprocess_draws_the_margin_from_the_tissue_and_bounds_the_network_air() -> None:
     """The margin is computed from the tissue; air the network drew stays only within the
-    margin of the patient (plus what the opening may trim: 1.5 mm + half a voxel + a voxel)."""
+    margin of the patient, a device (non-air off the patient) within the margin plus what the
+    opening may trim (1.5 mm + half a voxel + a voxel: a nose tip cut off by it)."""
     from ctadeface.deface import PostProcess, postprocess
     from ctadeface.margin import MarginParams
 
@@ -220,7 +222,12 @@ def test_postprocess_draws_the_margin_from_the_tissue_and_bounds_the_network_air
     drawn = np.zeros(hu.shape, bool)
     drawn[10:30, 10:40, 10:30] = True  # tissue j 10-19 plus a 20 mm air margin j 20-39
     out = postprocess(drawn, hu, (1.0, 1.0, 1.0), params)
-    assert out[20, 20:29, 20].all() and not out[20, 29:, 20].any()  # 6 + 3 mm, not 20
+    assert out[20, 20:26, 20].all() and not out[20, 26:, 20].any()  # 6 mm, not 20
+    device = hu.copy()
+    device[:, 27, :] = 40.0  # a 1 mm plate 8 mm from the skin, which the network drew too
+    on_device = postprocess(drawn, device, (1.0, 1.0, 1.0), params)
+    assert on_device[20, 20:26, 20].all() and on_device[20, 27, 20]  # 8 mm <= 6 + 3 mm
+    assert not on_device[20, 26, 20] and not on_device[20, 28:, 20].any()  # air beyond 6 mm
     tissue_only = postprocess(drawn & (hu > -500), hu, (1.0, 1.0, 1.0), params)
     assert tissue_only[20, 20:26, 20].all() and not tissue_only[20, 26:, 20].any()  # 6 mm
     kept = postprocess(drawn, hu, (1.0, 1.0, 1.0), PostProcess(margin=None))
