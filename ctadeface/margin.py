@@ -14,10 +14,8 @@ any distance from the skin).
   voxels per axis), its largest connected part. Things thinner than about 2 x ``thin_mm`` that
   lie on the skin (an immobilisation shell, a plastic sheet) drop out, so the margin is measured
   from the skin beneath them, and a device within the margin is part of it (as in the phantoms'
-  exact mask). The network's own mask off the patient is kept within ``margin_mm`` of the
-  patient (its learnt air margin), and where it is not air (a shell moulded to the face, which
-  carries the face's shape; a nose tip the opening trimmed) a little farther: up to what the
-  opening may trim.
+  exact mask). The network's own mask off the patient (its learnt air margin, a shell moulded to
+  the face, which carries the face's shape) is kept within ``margin_mm`` of the patient.
 - *Outside*: what is not patient and is connected to the border of the grid (6-neighbourhood).
   Air that the patient encloses (paranasal sinuses, mastoid cells) never is, even where the
   network marked it.
@@ -95,9 +93,9 @@ def with_margin(
     ``mask``: the network's mask; ``body``: the non-air voxels (HU above the air threshold).
     The margin is the outside voxels within ``margin_mm`` of the mask's tissue on the patient
     whose nearest patient voxel is that tissue (or within ``slack_mm`` of it). Of the network's
-    own mask off the patient, the air within ``margin_mm`` of the patient stays, and what is
-    not air (a shell moulded to the face) also where the opening may have trimmed it off the
-    patient (a nose tip at 4 mm voxels); the rest, and any air the patient encloses (sinuses),
+    own mask off the patient (its air margin, a shell moulded to the face) what lies within
+    ``margin_mm`` of the patient stays (widened by what the opening may have trimmed off the
+    patient: a nose tip at 4 mm voxels); the rest, and any air the patient encloses (sinuses),
     is dropped. On coarse cells the air voxels of the tissue's cells that touch the margin join
     it (no unmasked sliver of air between skin and margin).
     """
@@ -123,12 +121,11 @@ def with_margin(
         return mask.copy()
     t = (_pool(mask & body, strides, "any") if coarse else mask & body) & patient
     (d_patient, nearest), (d_tissue, _) = _distances([(~patient, True), (~t, False)], cell)
-    # the network's mask off the patient: its air within margin_mm of the patient; what is not
-    # air (a device, a nose tip that the opening trimmed) up to what the opening may trim more
     attach = _radius(params.thin_mm, cell) + max(cell)
-    kept = fine(~outside | (d_patient <= params.margin_mm + attach))
-    kept &= body  # in place from here: box-sized arrays are the memory peak
-    kept |= fine(outside & (d_patient <= params.margin_mm))
+    near = outside & (d_patient <= params.margin_mm + attach)
+    kept = ~fine(outside)  # in place from here: box-sized arrays are the memory peak
+    kept &= body
+    kept |= fine(near)
     kept &= mask
     if d_tissue is None:
         return kept
