@@ -15,7 +15,9 @@ any distance from the skin).
   lie on the skin (an immobilisation shell, a plastic sheet) drop out, so the margin is measured
   from the skin beneath them, and a device within the margin is part of it (as in the phantoms'
   exact mask). The network's own mask off the patient (its learnt air margin, a shell moulded to
-  the face, which carries the face's shape) is kept within ``margin_mm`` of the patient.
+  the face, which carries the face's shape) is kept within ``margin_mm`` of the patient; what
+  it marked there that is not air, and the air next to that, a little farther (what the opening
+  may trim off the patient: a nose tip at 4 mm voxels).
 - *Outside*: what is not patient and is connected to the border of the grid (6-neighbourhood).
   Air that the patient encloses (paranasal sinuses, mastoid cells) never is, even where the
   network marked it.
@@ -94,10 +96,11 @@ def with_margin(
     The margin is the outside voxels within ``margin_mm`` of the mask's tissue on the patient
     whose nearest patient voxel is that tissue (or within ``slack_mm`` of it). Of the network's
     own mask off the patient (its air margin, a shell moulded to the face) what lies within
-    ``margin_mm`` of the patient stays (widened by what the opening may have trimmed off the
-    patient: a nose tip at 4 mm voxels); the rest, and any air the patient encloses (sinuses),
-    is dropped. On coarse cells the air voxels of the tissue's cells that touch the margin join
-    it (no unmasked sliver of air between skin and margin).
+    ``margin_mm`` of the patient stays; its non-air voxels there and the air within a cell of
+    them stay up to what the opening may have trimmed off the patient farther (a nose tip at
+    4 mm voxels, partly below the air threshold); the rest, and any air the patient encloses
+    (sinuses), is dropped. On coarse cells the air voxels of the tissue's cells that touch the
+    margin join it (no unmasked sliver of air between skin and margin).
     """
     if mask.shape != body.shape:
         raise ValueError(f"mask shape {mask.shape} != body shape {body.shape}")
@@ -119,10 +122,16 @@ def with_margin(
     outside = _outside(patient)
     if not patient.any() or not outside.any():
         return mask.copy()
-    t = (_pool(mask & body, strides, "any") if coarse else mask & body) & patient
+    marked = _pool(mask & body, strides, "any") if coarse else mask & body
+    t = marked & patient
     (d_patient, nearest), (d_tissue, _) = _distances([(~patient, True), (~t, False)], cell)
+    # the network's mask off the patient stays within margin_mm of it; what it marked off the
+    # patient that is not air (a device, a nose tip the opening trimmed), and the air within a
+    # cell of that, up to what the opening may trim more
     attach = _radius(params.thin_mm, cell) + max(cell)
     near = outside & (d_patient <= params.margin_mm + attach)
+    near &= ndimage.binary_dilation(marked)
+    near |= outside & (d_patient <= params.margin_mm)
     kept = ~fine(outside)  # in place from here: box-sized arrays are the memory peak
     kept &= body
     kept |= fine(near)

@@ -211,7 +211,8 @@ def test_postprocess_drops_mask_far_from_the_patient() -> None:
 
 def test_postprocess_draws_the_margin_from_the_tissue_and_bounds_the_network_air() -> None:
     """The margin is computed from the tissue; air the network drew stays only within the
-    margin of the patient (plus what the opening may trim: 1.5 mm + half a voxel + a voxel)."""
+    margin of the patient; a device it drew off the patient, and the air next to it, up to what
+    the opening may trim (1.5 mm + half a voxel + a voxel: a nose tip cut off by it)."""
     from ctadeface.deface import PostProcess, postprocess
     from ctadeface.margin import MarginParams
 
@@ -221,7 +222,11 @@ def test_postprocess_draws_the_margin_from_the_tissue_and_bounds_the_network_air
     drawn = np.zeros(hu.shape, bool)
     drawn[10:30, 10:40, 10:30] = True  # tissue j 10-19 plus a 20 mm air margin j 20-39
     out = postprocess(drawn, hu, (1.0, 1.0, 1.0), params)
-    assert out[20, 20:29, 20].all() and not out[20, 29:, 20].any()  # 6 + 3 mm, not 20
+    assert out[20, 20:26, 20].all() and not out[20, 26:, 20].any()  # 6 mm, not 20
+    device = hu.copy()
+    device[:, 27, :] = 40.0  # a 1 mm plate 8 mm from the skin, which the network drew too
+    on_device = postprocess(drawn, device, (1.0, 1.0, 1.0), params)
+    assert on_device[20, 20:29, 20].all() and not on_device[20, 29:, 20].any()  # 6 + 3 mm
     tissue_only = postprocess(drawn & (hu > -500), hu, (1.0, 1.0, 1.0), params)
     assert tissue_only[20, 20:26, 20].all() and not tissue_only[20, 26:, 20].any()  # 6 mm
     kept = postprocess(drawn, hu, (1.0, 1.0, 1.0), PostProcess(margin=None))
