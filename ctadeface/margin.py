@@ -124,7 +124,7 @@ def with_margin(
         return mask.copy()
     marked = _pool(mask & body, strides, "any") if coarse else mask & body
     t = marked & patient
-    (d_patient, nearest), (d_tissue, _) = _distances([(~patient, True), (~t, False)], cell)
+    d_patient, nearest, d_tissue = _distances(patient, t, cell)
     # the network's mask off the patient stays within margin_mm of it; what it marked off the
     # patient that is not air (a device, a nose tip the opening trimmed), and the air within a
     # cell of that, up to what the opening may trim more
@@ -154,26 +154,26 @@ def with_margin(
 
 
 def _distances(
-    masks: Sequence[tuple[np.ndarray, bool]], spacing: Sequence[float]
-) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
-    """For each (mask, with_nearest): the Euclidean distance (mm) of every voxel to the nearest
-    False voxel of the mask, and when asked that voxel's indices (int32, axis first); Nones for a
-    mask without one. Computed in threads (scipy's transform releases the GIL)."""
+    patient: np.ndarray, tissue: np.ndarray, spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Euclidean distances (mm) of every voxel to the nearest ``patient`` voxel, that voxel's
+    indices (int32, axis first), and the distance to the nearest ``tissue`` voxel (None without
+    tissue); the two transforms run in two threads (scipy's transform releases the GIL)."""
 
-    def one(job: tuple[np.ndarray, bool]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        m, with_nearest = job
-        if m.all():
-            return None, None
-        if not with_nearest:
-            return ndimage.distance_transform_edt(m, sampling=spacing), None
-        nearest = np.empty((m.ndim, *m.shape), np.int32)
+    def to_patient() -> tuple[np.ndarray, np.ndarray]:
+        nearest = np.empty((patient.ndim, *patient.shape), np.int32)
         d = ndimage.distance_transform_edt(
-            m, sampling=spacing, return_indices=True, indices=nearest
+            ~patient, sampling=spacing, return_indices=True, indices=nearest
         )
         return d, nearest
 
-    with ThreadPoolExecutor(max_workers=len(masks)) as pool:
-        return list(pool.map(one, masks))
+    def to_tissue() -> np.ndarray | None:
+        return ndimage.distance_transform_edt(~tissue, sampling=spacing) if tissue.any() else None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        near_patient, near_tissue = pool.submit(to_patient), pool.submit(to_tissue)
+        d_patient, nearest = near_patient.result()
+        return d_patient, nearest, near_tissue.result()
 
 
 def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.ndarray:
