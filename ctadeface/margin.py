@@ -10,8 +10,8 @@ the margin stops where the tissue stops (at the line in front of the ears, below
 instead of spilling sideways along the skin (at most ``slack_mm`` past the tissue's edge, at
 any distance from the skin).
 
-- *Patient*: the non-air voxels opened by a box of half-width ``thin_mm`` + half a voxel (whole
-  voxels per axis), its largest connected part. Things thinner than about 2 x ``thin_mm`` that
+- *Patient*: the non-air voxels opened by a ball of radius ``thin_mm`` + half a voxel (world
+  mm), its largest connected part. Things thinner than about 2 x ``thin_mm`` that
   lie on the skin (an immobilisation shell, a plastic sheet) drop out, so the margin is measured
   from the skin beneath them, and a device within the margin is part of it (as in the phantoms'
   exact mask). The network's own mask off the patient (its learnt air margin, a shell moulded to
@@ -47,8 +47,8 @@ class MarginParams:
     Attributes:
         margin_mm: thickness of the margin in front of the mask's tissue.
         thin_mm: non-air structures thinner than about twice this (shells, sheets lying on the
-            skin) are not patient: the margin is measured from the skin under them (the box
-            opening's half-width is this plus half a voxel, in whole voxels).
+            skin) are not patient: the margin is measured from the skin under them (the
+            opening's ball has a radius of this plus half a voxel).
         slack_mm: the nearest patient voxel of a margin voxel may lie up to this far from the
             tissue, so that a sheet lying flush on the skin, or a skin layer the network left
             out, up to this thick, does not stop the margin (it also lets the margin run this
@@ -177,17 +177,23 @@ def _distances(
 
 
 def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.ndarray:
-    """``body`` opened by a box of half-width :func:`_radius` (whole voxels per axis; separable
-    minimum and maximum filters), its largest connected part, within ``body``; all of ``body``
-    when nothing survives the opening."""
+    """``body`` opened by a ball of radius :func:`_radius` (world mm: two Euclidean distance
+    transforms), its largest connected part, within ``body``; all of ``body`` when nothing
+    survives the opening.
+
+    A ball, not a box: a box's corners do not fit into rounded skin (nose, lips, chin), so a
+    box opening took about a voxel of skin off there (on a 2.7 x 1.3 x 2.7 mm phantom 844 skin
+    voxels, the ball 471), and the margin measured from that shaved patient fell short of the
+    8 mm in front of the skin by as much.
+    """
     radius = _radius(thin_mm, spacing)
-    size = [2 * int(radius / float(s) + 1e-9) + 1 for s in spacing]
-    core = ndimage.minimum_filter(body.view(np.uint8), size=size, mode="nearest").view(bool)
+    core = ndimage.distance_transform_edt(body, sampling=spacing) > radius
     if not core.any():
         return body.copy()
     core = largest_component(core)
-    grown = ndimage.maximum_filter(core.view(np.uint8), size=size, mode="constant").view(bool)
-    return grown & body
+    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius
+    grown &= body
+    return grown
 
 
 def _radius(thin_mm: float, spacing: Sequence[float]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ctadeface.margin import MarginParams, with_margin
 
@@ -70,6 +71,24 @@ def test_margin_is_measured_from_the_skin_under_a_thin_shell() -> None:
     sheet_out = with_margin(tissue, sheet, SPACING, params=MarginParams(margin_mm=8.0, cell_mm=1.0))
     assert sheet_out[20, 31:38, 20].all() and not sheet_out[20, 38:, 20].any()
     assert not sheet_out[20, 30, 20]
+
+
+def test_a_rounded_nose_on_coarse_voxels_gets_the_whole_margin() -> None:
+    """A half-cylinder nose (radius 10 mm) on 2.5 mm voxels: all of its air within 8 mm is
+    margin, also where its skin faces diagonally. (A box opening took a voxel of skin off such
+    rounded skin, and the margin there ended 2-3 mm short.)"""
+    spacing = (2.5, 2.5, 2.5)
+    shape = (40, 40, 12)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    face = (j <= 15) | ((i - 20) ** 2 + (j - 15) ** 2 <= 4**2)  # skin at j 15, nose to j 19
+    body = np.repeat(face[:, :, None], shape[2], axis=2)
+    tissue = body & (np.arange(shape[1]) >= 12)[None, :, None]
+    out = with_margin(tissue, body, spacing, MarginParams())
+    d = ndimage.distance_transform_edt(~body, sampling=spacing)
+    nose = np.zeros(shape, bool)
+    nose[12:29, 14:, 2:10] = True  # around the nose, away from the grid's ends
+    assert out[nose & ~body & (d <= 8.0)].all()
+    assert not out[~body & (d > 8.0)].any()
 
 
 def test_coarse_cells_never_make_the_margin_thinner_than_min_mm() -> None:
