@@ -18,7 +18,11 @@ b. Every head of ``../shared/data/heads``: MTCNN on 15 skin renders before/after
 c. OpenKBP validation patients: are the nose tip, the lips and the chin inside the mask? The
    points come from the annotator (``annotate.annotate_face_landmarks``), not from a human: the
    nose tip, and the lips' and the chin's soft-tissue points (``lips``, ``soft_chin``: the most
-   anterior skin point of the mid-sagittal profile, 2 mm inside the skin). Until session 5 the
+   anterior skin point of the mid-sagittal profile, 2 mm inside the skin). On the stored grid a
+   landmark's voxel must hold some of the patient and no radiopaque matter (-900 to 600 HU);
+   one that does not (on a radiopaque skin marker, in air) moves to the first such voxel behind
+   it, up to one voxel diagonal, or is off the patient (not counted) when there is none (since
+   session 9). Until session 5 the
    lips were the midpoint of nose tip and chin (often in the air beyond the mask's margin) and
    the chin was the bony menton when no pogonion was seen (bone, outside any correct mask).
 d. Robustness: every OpenKBP CT segmented in process (errors counted, mask volumes), plus a
@@ -271,13 +275,45 @@ def section_heads(seg: FaceSegmenter, heads: Sequence[Path], trained_on: Sequenc
 # --- c. landmarks -----------------------------------------------------------------------------
 
 
-def _inside(mask: np.ndarray, affine: np.ndarray, point: np.ndarray | None) -> bool | None:
-    if point is None:
-        return None
-    ijk = np.rint(np.linalg.solve(affine, np.append(point, 1.0))[:3]).astype(int)
-    if np.any(ijk < 0) or np.any(ijk >= mask.shape):
-        return False
-    return bool(mask[tuple(ijk)])
+#: A landmark's stored voxel at or below this holds no patient (air and its noise).
+LANDMARK_AIR_HU = -900.0
+
+
+def hu_at(hu: np.ndarray, affine: np.ndarray, point: np.ndarray) -> float:
+    """HU of the stored voxel nearest a world point (nan outside the grid)."""
+    ijk = np.rint((np.linalg.inv(affine) @ np.append(point, 1.0))[:3]).astype(int)
+    if np.any(ijk < 0) or np.any(ijk >= hu.shape):
+        return float("nan")
+    return float(hu[tuple(ijk)])
+
+
+def _landmark_voxel(
+    hu: np.ndarray, affine: np.ndarray, point: np.ndarray, posterior: np.ndarray
+) -> tuple[tuple[int, int, int] | None, float]:
+    """The stored-grid voxel of a soft-tissue landmark, and how far (mm) it was moved.
+
+    The annotator places its landmarks on a 2 mm working grid, where a radiopaque skin marker
+    (an RT planning bead) blurs into the skin, and where a point 2 mm inside the skin may fall in
+    the gap of open lips. On the stored grid the landmark is its own voxel when that holds some
+    of the patient and no radiopaque matter (above :data:`LANDMARK_AIR_HU`, below the
+    annotator's bone threshold: a partial-volume skin voxel counts, as the point lies in its
+    tissue part); otherwise the first such voxel behind it, stepping ``posterior`` (a world
+    unit vector) by a quarter of the finest voxel up to one voxel diagonal. None when there is
+    none: the landmark is off the patient.
+    """
+    from ctadeface.annotate import AnnotateParams
+
+    params = AnnotateParams()
+    inv = np.linalg.inv(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    reach, step = float(np.linalg.norm(spacing)), 0.25 * float(spacing.min())
+    for t in np.arange(0.0, reach + 1e-6, step):
+        ijk = np.rint((inv @ np.append(point + t * posterior, 1.0))[:3]).astype(int)
+        if np.any(ijk < 0) or np.any(ijk >= hu.shape):
+            continue
+        if LANDMARK_AIR_HU < float(hu[tuple(ijk)]) < params.bone_hu:
+            return (int(ijk[0]), int(ijk[1]), int(ijk[2])), float(t)
+    return None, 0.0
 
 
 def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
@@ -293,11 +329,23 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
             rows.append(f"| {path.name} | no face found by the annotator | | | |")
             continue
         mask = default_mask(seg, hu, image.spacing, image.affine)
-        got = {
-            "nose tip": _inside(mask, image.affine, marks.nose_tip),
-            "lips": _inside(mask, image.affine, marks.lips),
-            "chin": _inside(mask, image.affine, marks.soft_chin),
-        }
+        posterior = -np.asarray(marks.frame)[:, 1]
+        got: dict[str, bool | None] = {}
+        cells = []
+        for key, point in (
+            ("nose tip", marks.nose_tip),
+            ("lips", marks.lips),
+            ("chin", marks.soft_chin),
+        ):
+            if point is None:
+                got[key], cell = None, "-"
+            else:
+                ijk, moved = _landmark_voxel(hu, image.affine, np.asarray(point), posterior)
+                got[key] = None if ijk is None else bool(mask[ijk])
+                cell = "off the patient" if ijk is None else ("yes" if got[key] else "**no**")
+                if ijk is not None and moved > 0:
+                    cell += f" (moved {moved:.1f} mm, from {hu_at(hu, image.affine, point):.0f} HU)"
+            cells.append(cell)
         for key, value in got.items():
             if value is not None:
                 counts[key][0] += int(value)
@@ -307,7 +355,7 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
             counts["all three"][1] += 1
         rows.append(
             f"| {path.name} | "
-            + " | ".join("-" if v is None else ("yes" if v else "**no**") for v in got.values())
+            + " | ".join(cells)
             + f" | {mask.sum() * float(np.prod(image.spacing)) / 1000:.0f} |"
         )
     out = [
@@ -315,7 +363,12 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
         "",
         "Landmarks come from the anatomical annotator (not a human): the nose tip, and the "
         "lips' and the chin's most anterior skin points of the mid-sagittal profile, 2 mm "
-        "inside the skin.",
+        "inside the skin. The annotator works on a 2 mm grid; on the stored grid a landmark's "
+        "voxel must hold some of the patient and no radiopaque matter (-900 to 600 HU; a "
+        "partial-volume skin voxel counts). Where it does not (a radiopaque skin marker, air "
+        "between open lips), the landmark moves to the first such voxel behind it, up to one "
+        "voxel diagonal (the table says how far); with none there it is off the patient and "
+        "not counted.",
         "",
         "| landmark | inside | of | fraction | criterion >= 95% |",
         "|---|---|---|---|---|",
