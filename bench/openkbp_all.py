@@ -82,10 +82,17 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--model", default=None, help="default: 'open' if installed, else tiny")
     parser.add_argument("--limit", type=int, default=None, help="only the first N CTs")
-    parser.add_argument("--nprocs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    parser.add_argument(
+        "--nprocs",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="threads of the run (the app's --nprocs and OMP_NUM_THREADS)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("extra", nargs="*", help="more options for the participant level")
     args = parser.parse_args()
+    if any(a == "--nprocs" or a.startswith("--nprocs=") for a in args.extra):
+        parser.error("give --nprocs before '--': it also sets OMP_NUM_THREADS of the run")
     images = sorted(args.data.glob("*.nii.gz"), key=lambda p: label_of(p))
     if not images:
         print(f"no CT under {args.data}; nothing to do")
