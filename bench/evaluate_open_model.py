@@ -151,7 +151,7 @@ def section_phantoms(seg: FaceSegmenter, n: int, max_voxels: int) -> list[str]:
         "",
         "| | model mask | after post-processing |",
         "|---|---|---|",
-        f"| mean | {np.mean(raw):.3f} | {np.mean(post):.3f} |",
+        f"| mean | {np.mean(raw):.4f} | {np.mean(post):.4f} |",
         f"| median | {np.median(raw):.3f} | {np.median(post):.3f} |",
         f"| min | {np.min(raw):.3f} | {np.min(post):.3f} |",
         f"| criterion: mean >= 0.95 | {'PASS' if np.mean(raw) >= 0.95 else 'FAIL'} | "
