@@ -279,12 +279,14 @@ def section_heads(seg: FaceSegmenter, heads: Sequence[Path], trained_on: Sequenc
 LANDMARK_AIR_HU = -900.0
 
 
-def hu_at(hu: np.ndarray, affine: np.ndarray, point: np.ndarray) -> float:
-    """HU of the stored voxel nearest a world point (nan outside the grid)."""
+def _nearest_voxel(
+    affine: np.ndarray, shape: Sequence[int], point: np.ndarray
+) -> tuple[int, int, int] | None:
+    """Index of the stored voxel nearest a world point; None outside the grid."""
     ijk = np.rint((np.linalg.inv(affine) @ np.append(point, 1.0))[:3]).astype(int)
-    if np.any(ijk < 0) or np.any(ijk >= hu.shape):
-        return float("nan")
-    return float(hu[tuple(ijk)])
+    if np.any(ijk < 0) or np.any(ijk >= shape):
+        return None
+    return int(ijk[0]), int(ijk[1]), int(ijk[2])
 
 
 def _landmark_voxel(
@@ -303,16 +305,13 @@ def _landmark_voxel(
     """
     from ctadeface.annotate import AnnotateParams
 
-    params = AnnotateParams()
-    inv = np.linalg.inv(affine)
+    bone_hu = AnnotateParams().bone_hu
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     reach, step = float(np.linalg.norm(spacing)), 0.25 * float(spacing.min())
     for t in np.arange(0.0, reach + 1e-6, step):
-        ijk = np.rint((inv @ np.append(point + t * posterior, 1.0))[:3]).astype(int)
-        if np.any(ijk < 0) or np.any(ijk >= hu.shape):
-            continue
-        if LANDMARK_AIR_HU < float(hu[tuple(ijk)]) < params.bone_hu:
-            return (int(ijk[0]), int(ijk[1]), int(ijk[2])), float(t)
+        ijk = _nearest_voxel(affine, hu.shape, point + t * posterior)
+        if ijk is not None and LANDMARK_AIR_HU < float(hu[ijk]) < bone_hu:
+            return ijk, float(t)
     return None, 0.0
 
 
@@ -344,7 +343,9 @@ def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
                 got[key] = None if ijk is None else bool(mask[ijk])
                 cell = "off the patient" if ijk is None else ("yes" if got[key] else "**no**")
                 if ijk is not None and moved > 0:
-                    cell += f" (moved {moved:.1f} mm, from {hu_at(hu, image.affine, point):.0f} HU)"
+                    start = _nearest_voxel(image.affine, hu.shape, np.asarray(point))
+                    origin = "outside the grid" if start is None else f"{hu[start]:.0f} HU"
+                    cell += f" (moved {moved:.1f} mm, from {origin})"
             cells.append(cell)
         for key, value in got.items():
             if value is not None:
