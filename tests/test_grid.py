@@ -28,7 +28,12 @@ def test_resample_is_torch_trilinear(src, dst, seed) -> None:
     theirs = torch.nn.functional.interpolate(
         volume[None, None], size=dst, mode="trilinear", align_corners=False
     )[0, 0]
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    # three passes of float32 convex combinations: per pass two roundings of 2^-24 x max |x|,
+    # and torch's weights come from a float32 source coordinate (x + 0.5) * n_in / n_out - 0.5,
+    # off by up to 3 x 2^-24 x n_in voxels, which moves a value by twice that x max |x|
+    per_pass = 2 + 6 * max(src)
+    bound = 3 * per_pass * 2.0**-24 * float(volume.abs().max())
+    torch.testing.assert_close(ours, theirs, rtol=0.0, atol=bound)
 
 
 def test_transform_is_applied_before_interpolation() -> None:
@@ -40,7 +45,10 @@ def test_transform_is_applied_before_interpolation() -> None:
 
 
 def test_a_window_is_a_block_of_the_whole_result() -> None:
-    """Up to float rounding (the filters run as matrix products of other sizes)."""
+    """Up to float rounding: the filters run as matrix products of other sizes, whose kernels
+    may sum in another order. Linear interpolation is a convex combination per axis, so each
+    of the three float32 passes rounds by at most 2 x 2^-24 of the largest input, whatever the
+    output's own size (a value near 0 can come from inputs near +-1000)."""
     rng = np.random.default_rng(0)
     volume = torch.from_numpy(rng.integers(-1000, 1000, size=(20, 17, 9)).astype(np.int16))
     dst = (8, 7, 4)
@@ -48,7 +56,8 @@ def test_a_window_is_a_block_of_the_whole_result() -> None:
     windows = [(2, 6), (0, 7), (1, 3)]
     maps = [grid.axis_map(n, m, w) for n, m, w in zip(volume.shape, dst, windows, strict=True)]
     part = grid.resample(volume, maps, lambda t: t.float())
-    torch.testing.assert_close(part, whole[2:6, 0:7, 1:3], rtol=1e-6, atol=1e-4)
+    bound = 2 * 3 * 2.0**-24 * float(volume.abs().max()) * 2  # each side off by that much
+    torch.testing.assert_close(part, whole[2:6, 0:7, 1:3], rtol=0.0, atol=bound)
 
 
 def test_resample_decide_blocks_match_one_pass_and_source_window_is_enough() -> None:
@@ -58,6 +67,11 @@ def test_resample_decide_blocks_match_one_pass_and_source_window_is_enough() -> 
     expected = torch.nn.functional.interpolate(
         low[None], size=shape, mode="trilinear", align_corners=False
     )[0]
+    # both sides interpolate in float32 (three convex passes, each channel off by at most
+    # 6 x 2^-24 x max |low|): where the two channels lie closer than twice that, either
+    # decision is right
+    tie = 2 * 6 * 2.0**-24 * float(low.abs().max())
+    sure = ((expected[1] - expected[0]).abs() > tie).numpy()[3:29, 0:23, 5:11]
     expected = (expected[1] > expected[0]).numpy()
     box = [(3, 29), (0, 23), (5, 11)]
     needed = [
@@ -71,7 +85,8 @@ def test_resample_decide_blocks_match_one_pass_and_source_window_is_enough() -> 
         for n, m, b, w in zip(low.shape[1:], shape, box, needed, strict=True)
     ]
     got = grid.resample_decide(cut, maps, lambda b: b[1] > b[0], chunk_voxels=100)
-    assert np.array_equal(got, expected[3:29, 0:23, 5:11])
+    assert sure.mean() > 0.99
+    assert np.array_equal(got[sure], expected[3:29, 0:23, 5:11][sure])
 
 
 def test_target_shape_rounds_like_nnunet() -> None:

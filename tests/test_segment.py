@@ -4,6 +4,7 @@ gives; the fast path agrees with it and runs only the tiles that reach the body.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,10 @@ def run_nnunet_cli(model: Path, scan: Path, out: Path, tta: bool) -> np.ndarray:
     args = [str(CLI), "-i", str(scan.parent), "-o", str(out), "-m", str(model), "-f", "all"]
     args += ["-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"]
     args += [] if tta else ["--disable_tta"]
-    subprocess.run(args, check=True, capture_output=True, timeout=300)
+    # nnU-Net's CLI runs the network on min(nnUNet_def_n_proc, all cores) threads; one thread,
+    # like the segmenters here (nprocs=1), so that both sides do the same float arithmetic
+    env = {**os.environ, "nnUNet_def_n_proc": "1"}
+    subprocess.run(args, check=True, capture_output=True, timeout=300, env=env)
     written = nib.load(out / "case.nii.gz")
     return np.asarray(written.dataobj)
 
