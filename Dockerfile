@@ -1,17 +1,18 @@
 # ctadeface BIDS App image.
-#   docker build -t ctadeface:0.1.0 .                       # with the published CTA-DEFACE weights
-#   docker build --build-arg FETCH_CTA_DEFACE=0 -t ctadeface:0.1.0 .   # without them
+#   docker build -t ctadeface:0.2.0 .                       # with the published CTA-DEFACE weights
+#   docker build --build-arg FETCH_CTA_DEFACE=0 -t ctadeface:0.2.0 .   # without them
 # Run (no network needed): docker run --rm --gpus all -v /bids:/data:ro -v /out:/out \
-#   ctadeface:0.1.0 /data /out participant --participant-label 01
+#   ctadeface:0.2.0 /data /out participant --participant-label 01
 
 # A CUDA PyTorch base, pinned by tag (pin by digest too for a release build).
 ARG BASE_IMAGE=pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
-ARG CTADEFACE_VERSION=0.1.0
+ARG CTADEFACE_VERSION=0.2.0
 # The published CTA-DEFACE weights (Mahmutoglu et al. 2024; no licence file: they are fetched at
 # your build, never redistributed by us). Every file is checked against the sha256 pinned in
-# ctadeface/models.py (the same values as CTA_DEFACE_CHECKPOINT_SHA256 below) before it is kept.
+# ctadeface/segment/models.py (the same values as CTA_DEFACE_CHECKPOINT_SHA256 below) before it
+# is kept.
 ARG FETCH_CTA_DEFACE=1
 ARG CTA_DEFACE_URL=https://github.com/robert-graf/VibeSegmentator/releases/download/v1.0.0/001.zip
 ARG CTA_DEFACE_CHECKPOINT_SHA256=265afd7a1592cd4c43d093b40aa7fbe231a759ab900bba45a84798dfea90e1e5
@@ -55,11 +56,11 @@ RUN python -m pip install --no-deps . \
 
 # Build-time download of the published weights (the only network access of this image).
 RUN if [ "${FETCH_CTA_DEFACE}" = "1" ]; then \
-      python -m ctadeface.models install cta-deface --from "${CTA_DEFACE_URL}" \
+      python -m ctadeface.segment.models install cta-deface --from "${CTA_DEFACE_URL}" \
         --dest "${CTADEFACE_MODELS_DIR}" \
         --expect-checkpoint-sha256 "${CTA_DEFACE_CHECKPOINT_SHA256}" ; \
     else echo "skipping the CTA-DEFACE weights (FETCH_CTA_DEFACE=${FETCH_CTA_DEFACE})"; fi \
- && python -m ctadeface.models
+ && python -m ctadeface.segment.models
 RUN if [ "${FETCH_FACENET}" = "1" ]; then \
       mkdir -p "$(dirname "${CTADEFACE_FACENET_WEIGHTS}")" \
       && python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ctadeface-installed
 DEMO   ?= demo
 
-.PHONY: install demo test lint clean-demo open-model
+.PHONY: install demo test lint bench clean-demo open-model
 
 install: $(STAMP)
 
@@ -23,9 +23,14 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: install lint
 	$(PY) -m pytest -q
+
+# The speed benchmark (minutes; a quiet machine): bench/README.md, results in bench/results/.
+bench: install
+	$(PY) -m bench.benchmark
 
 clean-demo:
 	rm -rf $(DEMO)

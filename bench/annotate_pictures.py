@@ -6,7 +6,7 @@ the -300 HU isosurface along the head's anterior axis) before and after filling 
 -1000 HU. Also a landmark check on OpenKBP: nose tip, lips and chin (most anterior skin points
 of the midline profile) must lie inside the mask.
 
-    .venv/bin/python bench/annotate_pictures.py [--out /tmp/team/annotate_png] [--data DIR]
+    .venv/bin/python -m bench.annotate_pictures [--out DIR] [--data DIR]
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import ndimage as ndi
 
-from ctadeface.annotate import FaceLandmarks, annotate_face_landmarks
+from bench import SHARED_DATA, WORK
 from ctadeface.io import load_ct
+from ctadeface.training.annotate import FaceLandmarks, annotate_face_landmarks
 
 log = logging.getLogger("annotate_pictures")
 
@@ -138,8 +139,8 @@ def picture(path: Path, out_dir: Path) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("/tmp/team/annotate_png"))
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--out", type=Path, default=WORK / "annotate_png")
+    ap.add_argument("--data", type=Path, default=SHARED_DATA)
     ap.add_argument("--only", nargs="*", help="file name stems to render")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

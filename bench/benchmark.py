@@ -2,7 +2,7 @@
 
 Run by hand (not in ``make test``), on a quiet machine::
 
-    .venv/bin/python bench/benchmark.py [--model open] [--runs 3] [--out bench/results]
+    .venv/bin/python -m bench.benchmark [--model open] [--runs 3] [--out bench/results]
 
 For each input (a 512x512x300 int16 CTA-sized phantom at 0.45x0.45x0.6 mm, and the Visible Human
 head of ../shared/data when present), alternating A/B/C within each repetition:
@@ -47,8 +47,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+from bench import RESULTS, ROOT, SHARED_DATA, WORK
+
+SHARED = SHARED_DATA
 PY = sys.executable
 VHP = SHARED / "heads" / "vhp_female_head.nii.gz"
 
@@ -98,7 +99,7 @@ def make_inputs(
     inputs: dict[str, Path] = {}
     phantom_path = work / f"cta_phantom_{'x'.join(map(str, shape))}.nii.gz"
     if not phantom_path.exists():
-        from ctadeface.phantom import make_phantom
+        from ctadeface.training.phantom import make_phantom
 
         phantom = make_phantom(
             7, shape=shape, spacing=(0.45, 0.45, 0.6), storages=("int16",), crop=False
@@ -155,9 +156,11 @@ def run_ours(
     log = next((out / "logs").glob("participant-*.log")).read_text()
     match = re.search(r"loaded model .*, in ([0-9.]+) s", log)
     stats["model_load_s"] = float(match.group(1)) if match else float("nan")
-    prov = json.loads(next(out.rglob("*_desc-defaced_ct.json")).read_text())["Defacing"]
-    stats["scan_s"] = float(prov["DurationSeconds"])
-    stats["precision"] = prov["Model"].get("precision", "?")
+    from ctadeface.outputs import read_provenance
+
+    prov = read_provenance(next(out.rglob("*_desc-defaced_ct.json")))
+    stats["scan_s"] = prov.duration_seconds if prov else float("nan")
+    stats["precision"] = prov.model.precision if prov else "?"
     mask = np.asanyarray(nib.load(str(next(out.rglob("*_mask.nii.gz")))).dataobj) > 0
     return stats, mask
 
@@ -242,8 +245,8 @@ BASELINE_SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     import ctadeface.cli, ctadeface.discover, ctadeface.participant
-    from ctadeface.models import resolve_model
-    from ctadeface.segment import FaceSegmenter
+    from ctadeface.segment.models import resolve_model
+    from ctadeface.segment.segmenter import FaceSegmenter
     FaceSegmenter(resolve_model(sys.argv[1], Path(sys.argv[2])), device=sys.argv[3])
     """
 )
@@ -288,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="open", help="registry name or model folder (default open)")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ctadeface-bench")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--only", action="append", help="input name(s) to run (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for (a) and (b) alike")
     p.add_argument("--batch", type=int, default=4, help="scans in the one-process run of (a)")
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ctadeface.deface import postprocess
     from ctadeface.io import load_ct
-    from ctadeface.models import resolve_model
+    from ctadeface.segment.models import resolve_model
 
     spec = resolve_model(args.model, args.work / "cache")
     folder = spec.folder

@@ -2,7 +2,7 @@
 
 Run by hand (not in ``make test``)::
 
-    .venv/bin/python bench/compare_defacers.py [--model open] [--out bench/results/compare.md]
+    .venv/bin/python -m bench.compare_defacers [--model open] [--out bench/results/compare.md]
 
 Defacers, each followed by the same fill (the image's 10th percentile, as CTA-DEFACE):
 
@@ -14,8 +14,9 @@ Defacers, each followed by the same fill (the image's 10th percentile, as CTA-DE
   below the top of the skull (chin to the orbit floor, under the frontal lobes);
 - ``cta-deface``: the published CTA-DEFACE weights, when installed (as published: no
   post-processing);
-- ``annotator``: the anatomical annotator's mask (``ctadeface.annotate``, no model), with the
-  app's post-processing: the mask of mask-definition.md as well as we can draw it from anatomy;
+- ``annotator``: the anatomical annotator's mask (``ctadeface.training.annotate``, no model),
+  with the app's post-processing: the mask of mask-definition.md as well as we can draw it from
+  anatomy;
 - ``all-soft-tissue``: every voxel at or below the post-processing's bone threshold (600 HU) in
   front of the annotator's posterior limit (the line in front of the ears) and between its lower
   (upper neck) and upper (forehead) limits, in the head's own frame: the most that any mask which
@@ -25,7 +26,7 @@ Defacers, each followed by the same fill (the image's 10th percentile, as CTA-DE
 
 For each head and defacer: MTCNN's highest face probability over the 15 skin renders before and
 after (``ctadeface.verify``), the number of renders with a detection (p >= 0.7) after, and the
-number of intracranial voxels changed (``evaluate_open_model.intracranial``: brain and CSF
+number of intracranial voxels changed (``bench.evaluate_open_model.intracranial``: brain and CSF
 enclosed by the skull).
 """
 
@@ -38,18 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import RESULTS, SHARED_DATA, WORK
+from bench.evaluate_open_model import intracranial
+from ctadeface.deface import apply_fill, choose_fill, postprocess
+from ctadeface.errors import ModelError
+from ctadeface.io import CTImage, load_ct
+from ctadeface.segment.models import resolve_model
 
-from evaluate_open_model import intracranial  # noqa: E402
-
-from ctadeface.deface import apply_fill, choose_fill, postprocess  # noqa: E402
-from ctadeface.errors import ModelError  # noqa: E402
-from ctadeface.io import CTImage, load_ct  # noqa: E402
-from ctadeface.models import resolve_model  # noqa: E402
-
-HEADS = ROOT.parent / "shared" / "data" / "heads"
+HEADS = SHARED_DATA / "heads"
 Masker = Callable[[CTImage, np.ndarray], np.ndarray]
 
 
@@ -81,15 +78,15 @@ def box_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
 
 def annotator_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
     """The anatomical annotator's mask, post-processed as the app does."""
-    from ctadeface.annotate import annotate_face
+    from ctadeface.training.annotate import annotate_face
 
     return postprocess(annotate_face(hu, image.affine), hu, image.spacing)
 
 
 def all_soft_tissue_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
     """Every non-bone voxel of the face region (see the module docstring); bool, image shape."""
-    from ctadeface.annotate import annotate_face_landmarks
     from ctadeface.deface import PostProcess
+    from ctadeface.training.annotate import annotate_face_landmarks
 
     _, lm = annotate_face_landmarks(hu, image.affine)
     if not lm.found:
@@ -102,7 +99,7 @@ def all_soft_tissue_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
 
 def model_masker(spec: str, cache: Path) -> Masker:
     """The app's segmentation (and, for models that ask for it, post-processing)."""
-    from ctadeface.segment import FaceSegmenter
+    from ctadeface.segment.segmenter import FaceSegmenter
 
     model = resolve_model(spec, cache)
     segmenter = FaceSegmenter(model, device="auto")
@@ -117,11 +114,12 @@ def model_masker(spec: str, cache: Path) -> Masker:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="open")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare.md")
-    p.add_argument("--cache", type=Path, default=Path("/tmp/ctadeface-compare"))
+    p.add_argument("--out", type=Path, default=RESULTS / "compare.md")
+    p.add_argument("--cache", type=Path, default=WORK / "compare")
     args = p.parse_args(argv)
 
-    from ctadeface.verify import FaceDetector, verify
+    from ctadeface.verify.detect import FaceDetector
+    from ctadeface.verify.verdict import verify
 
     maskers: dict[str, Masker | str] = {"ours": model_masker(args.model, args.cache)}
     maskers["box"] = box_mask

@@ -32,7 +32,7 @@ d. Robustness: every OpenKBP CT segmented in process (errors counted, mask volum
 e. Time of one CTA-sized phantom (512 x 512 x 300, 0.45 x 0.45 x 0.6 mm): segmentation plus
    post-processing on ``--threads`` CPU threads.
 
-    .venv/bin/python bench/evaluate_open_model.py [--model open|PATH] [--sections abcde]
+    .venv/bin/python -m bench.evaluate_open_model [--model open|PATH] [--sections abcde]
 
 Writes markdown to ``--results`` (default bench/results/open_model.md) and prints it.
 """
@@ -53,20 +53,19 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess  # noqa: E402
-from ctadeface.io import CTImage, load_ct  # noqa: E402
-from ctadeface.models import resolve_model  # noqa: E402
-from ctadeface.phantom import Phantom, PhantomSpec  # noqa: E402
-from ctadeface.segment import FaceSegmenter  # noqa: E402
-from ctadeface.train import dice  # noqa: E402
+from bench import RESULTS as RESULTS_DIR
+from bench import SHARED_DATA
+from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess
+from ctadeface.io import CTImage, load_ct
+from ctadeface.segment.models import resolve_model
+from ctadeface.segment.segmenter import FaceSegmenter, torch_settings
+from ctadeface.training.phantom import Phantom, PhantomSpec
+from ctadeface.training.train import dice
 
 log = logging.getLogger("evaluate_open_model")
 
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "bench" / "results" / "open_model.md"
+DATA = SHARED_DATA
+RESULTS = RESULTS_DIR / "open_model.md"
 PHANTOM_SEED0 = 3_000_000
 POST = PostProcess()
 Segment = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
@@ -107,7 +106,7 @@ def error_zones(mask: np.ndarray, ph: Phantom) -> dict[str, tuple[float, float]]
     """(false positive mL, false negative mL) of ``mask`` against the phantom's exact mask in
     each of ``ZONES``: within ``ZONE_MM`` above the lower limit, below the upper limit, or in
     front of the posterior limit (between the other two), else elsewhere."""
-    from ctadeface.phantom import Y_POST, Z_FOREHEAD, Z_HYOID
+    from ctadeface.training.phantom import Y_POST, Z_FOREHEAD, Z_HYOID
 
     voxel_ml = abs(float(np.linalg.det(ph.affine[:3, :3]))) / 1000.0
     voxel_to_head = np.linalg.inv(ph.head_to_world) @ ph.affine
@@ -124,7 +123,7 @@ def error_zones(mask: np.ndarray, ph: Phantom) -> dict[str, tuple[float, float]]
 
 
 def section_phantoms(seg: FaceSegmenter, n: int, max_voxels: int) -> list[str]:
-    from ctadeface.phantom import make_phantom
+    from ctadeface.training.phantom import make_phantom
 
     rows, raw, post = [], [], []
     zones: dict[str, list[tuple[float, float]]] = {zone: [] for zone in ZONES}
@@ -232,7 +231,8 @@ def intracranial(
 
 
 def section_heads(seg: FaceSegmenter, heads: Sequence[Path], trained_on: Sequence[str]) -> list:
-    from ctadeface.verify import FaceDetector, verify
+    from ctadeface.verify.detect import FaceDetector
+    from ctadeface.verify.verdict import verify
 
     detector = FaceDetector()
     out = [
@@ -303,7 +303,7 @@ def _landmark_voxel(
     unit vector) by a quarter of the finest voxel up to one voxel diagonal. None when there is
     none: the landmark is off the patient.
     """
-    from ctadeface.annotate import AnnotateParams
+    from ctadeface.training.annotate import AnnotateParams
 
     bone_hu = AnnotateParams().bone_hu
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -316,7 +316,7 @@ def _landmark_voxel(
 
 
 def section_landmarks(seg: FaceSegmenter, paths: Sequence[Path]) -> list[str]:
-    from ctadeface.annotate import annotate_face_landmarks
+    from ctadeface.training.annotate import annotate_face_landmarks
 
     counts = {"nose tip": [0, 0], "lips": [0, 0], "chin": [0, 0], "all three": [0, 0]}
     rows = []
@@ -403,7 +403,7 @@ def _crop(
     (its axis directions; the crop's origin is not updated) and the
     mL of the annotator's face mask of the whole scan that fall inside the crop (what a model
     true to mask-definition.md may mark there: a top crop can hold forehead)."""
-    from ctadeface.annotate import annotate_face
+    from ctadeface.training.annotate import annotate_face
 
     hu = image.hu()
     ax = axial_axis(image.affine)
@@ -487,7 +487,7 @@ def section_robustness(seg: FaceSegmenter, openkbp: Sequence[Path], heads: Seque
 
 
 def section_timing(seg: FaceSegmenter, threads: int) -> list[str]:
-    from ctadeface.phantom import PhantomSpec, make_phantom
+    from ctadeface.training.phantom import PhantomSpec, make_phantom
 
     spec = PhantomSpec(shape=(512, 512, 300), spacing=(0.45, 0.45, 0.6), fov_center_mm=(0, 10, -20))
     ph = make_phantom(spec)
@@ -529,9 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     trained_on = args.trained_on or ["mricrogl", "slicer"]
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, torch_settings(args.threads):
         spec = resolve_model(args.model, Path(cache))
-        seg = FaceSegmenter(spec, device="cpu", nprocs=args.threads)
+        seg = FaceSegmenter(spec, device="cpu")
         heads = sorted(Path(p) for p in glob.glob(str(DATA / "heads" / "*.nii.gz")))
         kbp = sorted(Path(p) for p in glob.glob(str(DATA / "openkbp" / "*.nii.gz")))
         validation = [k for k in kbp if k.name.startswith("validation_")]
@@ -540,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"Model folder: `{spec.folder}`; checkpoint sha256 "
             f"{', '.join(spec.checkpoint_sha256.values())}.",
-            f"Command: `.venv/bin/python bench/evaluate_open_model.py --model {args.model} "
+            f"Command: `.venv/bin/python -m bench.evaluate_open_model --model {args.model} "
             f"--sections {args.sections}`",
             "",
         ]

@@ -7,8 +7,8 @@
 #      scikit-image, pandas, matplotlib...; see /work/.library/device/KINDS.md).
 # 2. On the machine (device tool: carry [".gpu"], timeout_s 560; ~8 minutes):
 #        bash bench/gpu.sh run            # SMOKE=1 first runs a one-minute smoke test
-#    installs the wheels into /tmp/site, makes the CTA-DEFACE stand-in (bench/standin_model.py:
-#    the published architecture, random weights), runs bench/benchmark.py with --device cuda
+#    installs the wheels into /tmp/site, makes the CTA-DEFACE stand-in (bench.standin_model:
+#    the published architecture, random weights), runs bench.benchmark with --device cuda
 #    for the open model and the stand-in on the CTA-sized phantom, and writes *-results.md/json and the log under $OUT.
 #
 # Targets (issue "Fast"): <= 3 s per 512x512x300 CTA after model load, for both models.
@@ -58,7 +58,7 @@ run() {
         "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site "$GPU"/wheels/*.whl
     fi
-    "$py" bench/standin_model.py /tmp/standin >/dev/null
+    "$py" -m bench.standin_model /tmp/standin >/dev/null
     echo "set-up: $((SECONDS - t0)) s" | tee -a "$OUT/log.txt"
     if [ "$device" = cuda ]; then
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -67,7 +67,7 @@ run() {
         local name=$1 limit=$2
         shift 2
         echo "== $name ($((SECONDS - t0)) s)" | tee -a "$OUT/log.txt"
-        timeout "$limit" "$py" bench/benchmark.py --device "$device" --reference-reader NibabelIO \
+        timeout "$limit" "$py" -m bench.benchmark --device "$device" --reference-reader NibabelIO \
             --work "/tmp/bench-$name" --out "/tmp/results-$name" "$@" >>"$OUT/log.txt" 2>&1
     }
     local standin=/tmp/standin/Dataset001_DEFACE

@@ -6,7 +6,7 @@ user would, then the group level, and counts what happened to each scan: its sta
 provenance of its defaced sidecar, or the one ERROR line that names it. A crash is a traceback,
 an exit code other than 0 or 1, an "unexpected error" line, or a scan with no outcome at all.
 
-    .venv/bin/python bench/openkbp_all.py [--model NAME|PATH] [--limit N] [-- extra CLI options]
+    .venv/bin/python -m bench.openkbp_all [--model NAME|PATH] [--limit N] [-- extra CLI options]
 
 Writes a markdown summary to bench/results/openkbp_all.md (``--results``) and prints it.
 """
@@ -25,16 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "openkbp"
+from bench import RESULTS as RESULTS_DIR
+from bench import ROOT, SHARED_DATA
+
+DATA = SHARED_DATA / "openkbp"
 TINY_MODEL = ROOT / "tests" / "data" / "tiny_model" / "Dataset900_TinyFace"
-RESULTS = ROOT / "bench" / "results" / "openkbp_all.md"
+RESULTS = RESULTS_DIR / "openkbp_all.md"
 
 
 def default_model() -> str:
     """The app's default model ``open`` when installed, else the tiny test model."""
-    sys.path.insert(0, str(ROOT))
-    from ctadeface.models import REGISTRY, default_roots, find_registry_model
+    from ctadeface.segment.models import REGISTRY, default_roots, find_registry_model
 
     if find_registry_model(REGISTRY["open"], default_roots()) is not None:
         return "open"
@@ -69,8 +70,12 @@ def outcome(out: Path, label: str, errors: list[str]) -> tuple[str, str]:
     """(status, detail) of one participant after the run."""
     sidecar = out / f"sub-{label}" / "anat" / f"sub-{label}_desc-defaced_ct.json"
     if sidecar.is_file():
-        prov = json.loads(sidecar.read_text())["Defacing"]
-        return str(prov.get("Status", "defaced")), f"mask {prov.get('MaskVolumeMl')} ml"
+        from ctadeface.outputs import read_provenance
+
+        prov = read_provenance(sidecar)
+        if prov is None:
+            return "unreadable sidecar", str(sidecar)
+        return str(prov.status), f"mask {prov.mask_volume_ml} ml"
     named = [line for line in errors if f"sub-{label}_" in line or f"sub-{label}/" in line]
     if len(named) == 1:
         return "failed", named[0]

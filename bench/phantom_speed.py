@@ -2,7 +2,7 @@
 
 Run by hand (not in ``make test``: a time depends on the machine and its load)::
 
-    .venv/bin/python bench/phantom_speed.py [--runs 5]
+    .venv/bin/python -m bench.phantom_speed [--runs 5]
 
 Prints the min, median and max wall seconds over ``--runs`` runs after one warm-up run.
 """
@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 
-from ctadeface.phantom import make_phantom
+from ctadeface.training.phantom import make_phantom
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Run by hand on a quiet machine (not in ``make test``)::
 
-    .venv/bin/python bench/stages.py [--model open] [--runs 3] [--threads N] [SCAN ...]
+    .venv/bin/python -m bench.stages [--model open] [--runs 3] [--threads N] [SCAN ...]
 
 Default scans: the 512x512x300 CTA-sized phantom that ``benchmark.py`` caches and the Visible
 Human head of ../shared/data. Stages as ``participant.deface_scan`` runs them: hash the input,
@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.benchmark import machine, make_inputs  # noqa: E402
-from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess  # noqa: E402
-from ctadeface.io import load_ct, sha256_file, write_image_atomic  # noqa: E402
-from ctadeface.models import resolve_model  # noqa: E402
-from ctadeface.segment import FaceSegmenter  # noqa: E402
+from bench import RESULTS, WORK
+from bench.benchmark import machine, make_inputs
+from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess
+from ctadeface.io import load_ct, sha256_file, write_image_atomic
+from ctadeface.segment.models import resolve_model
+from ctadeface.segment.segmenter import FaceSegmenter, torch_settings
 
 STAGES = (
     "hash input",
@@ -79,38 +75,45 @@ def one_scan(segmenter: FaceSegmenter, path: Path, out: Path) -> dict[str, float
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("scans", nargs="*", type=Path)
-    p.add_argument("--model", default="open")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ctadeface-bench")
-    args = p.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    scans = {s.name: s for s in args.scans} or make_inputs(args.work)
+def table(
+    scans: dict[str, Path], model: str, runs: int, threads: int | None, work: Path
+) -> list[str]:
+    """The markdown table of the stages' median seconds, one row per scan."""
     t0 = time.perf_counter()
-    segmenter = FaceSegmenter(
-        resolve_model(args.model, args.work / "cache"), device="cpu", nprocs=args.threads
-    )
+    segmenter = FaceSegmenter(resolve_model(model, work / "cache"), device="cpu")
     load = time.perf_counter() - t0
     lines = [
-        f"Machine: {machine()}; model `{args.model}` (load {load:.2f} s, precision "
-        f"{segmenter.precision}); threads {args.threads or 'all'}; median of {args.runs} runs "
+        f"Machine: {machine()}; model `{model}` (load {load:.2f} s, precision "
+        f"{segmenter.precision}); threads {threads or 'all'}; median of {runs} runs "
         "after one warm-up run; seconds.",
         "",
         "| scan | " + " | ".join(STAGES) + " | total |",
         "|---|" + "---|" * (len(STAGES) + 1),
     ]
     for name, path in scans.items():
-        out = args.work / "stages"
+        out = work / "stages"
         out.mkdir(exist_ok=True)
-        runs = [one_scan(segmenter, path, out) for _ in range(args.runs + 1)][1:]
-        medians = [statistics.median(r[s] for r in runs) for s in STAGES]
+        timed = [one_scan(segmenter, path, out) for _ in range(runs + 1)][1:]
+        medians = [statistics.median(r[s] for r in timed) for s in STAGES]
         cells = " | ".join(f"{m:.2f}" for m in medians)
         lines.append(f"| {name} | {cells} | {sum(medians):.2f} |")
         print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("scans", nargs="*", type=Path)
+    p.add_argument("--model", default="open")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--work", type=Path, default=WORK)
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    scans = {s.name: s for s in args.scans} or make_inputs(args.work)
+    with torch_settings(args.threads):
+        lines = table(scans, args.model, args.runs, args.threads, args.work)
     text = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "stages.md").write_text(text)

@@ -6,7 +6,7 @@ features, patch 128x128x128, 2 classes. Its plans' target spacing is not publish
 assumes 0.6 x 0.45 x 0.45 mm (k, j, i; a typical head CTA), stated in its dataset.json. Timings
 with it measure the architecture, not the published masks (its masks are noise).
 
-    .venv/bin/python bench/standin_model.py OUT      # writes OUT/Dataset001_DEFACE/...
+    .venv/bin/python -m bench.standin_model OUT      # writes OUT/Dataset001_DEFACE/...
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ctadeface.network import build_architecture, configuration
-from ctadeface.train import CONFIGURATION, TrainConfig, make_dataset_json, make_plans
+from ctadeface.segment.network import build_architecture, configuration
+from ctadeface.training.train import CONFIGURATION, TrainConfig, make_dataset_json, make_plans
 
 #: The published architecture (authors' figure): 6 stages, patch 128.
 FEATURES = (32, 64, 128, 256, 320, 320)

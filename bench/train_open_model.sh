@@ -3,8 +3,8 @@
 #
 #   bench/train_open_model.sh [OUT] [SEED]      (defaults: build/open_model, 0)
 #
-# Data: 120 phantoms from ctadeface.phantom (seeds SEED*1000 + i) and the real CTs of
-# ../shared/data labelled by ctadeface.annotate (labels cached under OUT/labels, or LABELS):
+# Data: 120 phantoms from ctadeface.training.phantom (seeds SEED*1000 + i) and the real CTs of
+# ../shared/data labelled by ctadeface.training.annotate (labels cached under OUT/labels, or LABELS):
 # all OpenKBP training patients and the heads except vhp_female_head (held out for validation,
 # with the OpenKBP validation patients). Annotator labels that are implausible (> 1.5 L, > 230 mm
 # tall, or > 180 mm running out of the bottom of the scan: neck, tongue or a tube labelled as
@@ -20,7 +20,7 @@
 # afresh: ~8 min labels, ~7 min phantoms and preprocessing, then ~0.53 s per iteration). ITERATIONS, PHANTOMS, FACE_FREE, REAL_LIMIT,
 # PHANTOM_SHARE and LABELS override the defaults (smoke test: ITERATIONS=50 PHANTOMS=4 REAL_LIMIT=4 FACE_FREE=4). The model folder is
 # OUT/Dataset902_OpenFace/nnUNetTrainer__nnUNetPlans__3d_fullres; copy it to
-# ctadeface/data/models/open/ to ship it, then run bench/evaluate_open_model.py.
+# ctadeface/data/models/open/ to ship it, then run python -m bench.evaluate_open_model.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-$HERE/build/open_model}"
@@ -37,7 +37,7 @@ if [ -n "${REAL_LIMIT:-}" ]; then LIMIT=(--real-limit "$REAL_LIMIT"); fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 mkdir -p "$OUT"
 cd "$HERE"
-/usr/bin/env time -p "$PY" -m ctadeface.train \
+/usr/bin/env time -p "$PY" -m ctadeface.training.train \
     --out "$OUT" --seed "$SEED" \
     --phantom-cases "$PHANTOMS" --phantom-spacing-range 0.5,5 --phantom-max-voxels 2000000 \
     --real-glob "$DATA/heads/*.nii.gz" --real-glob "$DATA/openkbp/train_pt*.nii.gz" \

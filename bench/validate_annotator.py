@@ -2,36 +2,31 @@
 
 Run by hand (not in ``make test``)::
 
-    .venv/bin/python bench/validate_annotator.py [--first 3600000] [--count 50]
+    .venv/bin/python -m bench.validate_annotator [--first 3600000] [--count 50]
 
-Each phantom is drawn by ``ctadeface.phantom.make_phantom(seed, max_voxels=2_000_000)`` (random
-head size, pose up to +-20 degrees, field-of-view crops, voxel order, spacing, contrast phase,
-streaks, shells/sheets, padding), labelled by ``ctadeface.annotate.annotate_face`` from the image
-and affine alone, and compared with the phantom's exact mask. The default seeds 3,600,000-49 were
-held out from the annotator's tuning (tuning used 3,300,000-19 and 3,500,000-79; the 8 mm air
-margins of session 5, which match the phantoms' exact 8 mm margin, were chosen on
-3,300,000-11). Criterion of the issue: Dice >= 0.9. Writes a markdown table to ``--out``
-(default bench/results/annotator.md) and prints the summary.
+Each phantom is drawn by ``ctadeface.training.phantom.make_phantom(seed, max_voxels=2_000_000)``
+(random head size, pose up to +-20 degrees, field-of-view crops, voxel order, spacing, contrast
+phase, streaks, shells/sheets, padding), labelled by ``ctadeface.training.annotate.annotate_face``
+from the image and affine alone, and compared with the phantom's exact mask. The default seeds
+3,600,000-49 are held out from the annotator's tuning (tuning used 3,300,000-19 and
+3,500,000-79; its 8 mm air margins, which match the phantoms' exact 8 mm margin, were chosen on
+3,300,000-11). Criterion: Dice >= 0.9. Writes a markdown table to ``--out`` (default
+bench/results/annotator.md) and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from evaluate_open_model import phantom_extras  # noqa: E402
-
-from ctadeface.annotate import annotate_face  # noqa: E402
-from ctadeface.phantom import make_phantom  # noqa: E402
-from ctadeface.train import dice  # noqa: E402
+from bench import RESULTS
+from bench.evaluate_open_model import phantom_extras
+from ctadeface.training.annotate import annotate_face
+from ctadeface.training.phantom import make_phantom
+from ctadeface.training.train import dice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", type=int, default=3_600_000, help="first phantom seed")
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--max-voxels", type=int, default=2_000_000)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "annotator.md")
+    p.add_argument("--out", type=Path, default=RESULTS / "annotator.md")
     args = p.parse_args(argv)
     rows, scores = [], []
     for seed in range(args.first, args.first + args.count):
@@ -67,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Anatomical annotator vs exact phantom masks",
             "",
-            f"Command: `.venv/bin/python bench/validate_annotator.py --first {args.first} "
+            f"Command: `.venv/bin/python -m bench.validate_annotator --first {args.first} "
             f"--count {args.count}`. Seeds {args.first}-{args.first + args.count - 1}; "
             f"phantoms of at most {args.max_voxels:,} voxels.",
             "",

@@ -8,6 +8,7 @@ The only module that reads argv, prints, sets up logging and turns errors into e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -17,13 +18,14 @@ import sys
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from . import __version__
-from .errors import (
+from ctadeface import __version__
+from ctadeface.errors import (
     EXIT_DATAERR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -34,7 +36,19 @@ from .errors import (
     NoInputError,
     UsageError,
 )
-from .settings import DEFAULT_MODEL, DEVICES, LEVELS, Settings
+from ctadeface.settings import (
+    DEFAULT_MODEL,
+    DEVICES,
+    LEVELS,
+    PRECISIONS,
+    Settings,
+    check_face_threshold,
+    check_nprocs,
+)
+from ctadeface.status import Status
+
+if TYPE_CHECKING:
+    from ctadeface.discover import Scan
 
 log = logging.getLogger("ctadeface")
 _NIBABEL_LOGGER = "nibabel.global"
@@ -42,7 +56,7 @@ _NIBABEL_LOGGER = "nibabel.global"
 
 def build_parser() -> argparse.ArgumentParser:
     """The one argument parser (fMRIPrep/MRIQC spelling; ``_`` variants accepted)."""
-    from .deface import FILL_POLICIES
+    from ctadeface.deface import FILL_POLICIES
 
     p = ArgumentParser(
         prog="ctadeface",
@@ -91,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "network and tiles, computed only where they reach the body (see --precision)",
     )  # fmt: skip
     m.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        "--precision", choices=PRECISIONS, default="auto",
         help="network arithmetic of the default (fast) path: auto = fp16 on CUDA, bf16 on CPUs "
         "with native bfloat16 (AVX512-BF16/AMX), else fp32 (default: auto)",
     )  # fmt: skip
@@ -136,7 +150,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
     """Validate parsed arguments into Settings; UsageError names what is wrong."""
-    from .discover import load_filter_file, normalize_label
+    from ctadeface.discover import load_filter_file, normalize_label
 
     bids_dir = args.bids_dir.expanduser().resolve()
     output_dir = args.output_dir.expanduser().resolve()
@@ -147,10 +161,6 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
             f"{args.output_dir}: output_dir must not be the raw dataset or inside it "
             "(use <bids_dir>/derivatives/ctadeface or a folder elsewhere)"
         )
-    if not 0.0 < args.face_threshold <= 1.0:
-        raise UsageError(f"--face-threshold must be in (0, 1], got {args.face_threshold}")
-    if args.nprocs is not None and args.nprocs < 1:
-        raise UsageError(f"--nprocs must be at least 1, got {args.nprocs}")
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else {}
     container = {
         key: environ[f"CTADEFACE_CONTAINER_{key.upper()}"]
@@ -172,13 +182,13 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
         exact=args.exact,
         precision=args.precision,
         postprocess=args.postprocess,
-        nprocs=args.nprocs,
+        nprocs=check_nprocs(args.nprocs),
         work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
         overwrite=args.overwrite,
         dry_run=args.dry_run,
         remove_demographics=args.remove_demographics,
         verify=args.verify,
-        face_threshold=args.face_threshold,
+        face_threshold=check_face_threshold(args.face_threshold),
         verbosity=args.verbose,
         container=MappingProxyType(container),
     )
@@ -209,20 +219,25 @@ class _Collect(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def _configure_logging(verbosity: int) -> tuple[logging.Handler, _Collect]:
+@contextlib.contextmanager
+def _logging(verbosity: int) -> Iterator[_Collect]:
+    """The run's logging: one-line records on stderr (warnings, more with -v) and every record
+    kept for the run log; Python warnings are logged (ignored at verbosity 0). Everything is put
+    back as it was when the run ends."""
     console = logging.StreamHandler(sys.stderr)
     console.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
     console.setFormatter(_Brief(tracebacks=verbosity > 0))
     collect = _Collect()
-    for name in ("ctadeface", "py.warnings"):
-        logger = logging.getLogger(name)
+    ours = [logging.getLogger(name) for name in ("ctadeface", "py.warnings")]
+    # nibabel prints its header fix-ups ("vox offset 348 too low ...") through its own bare
+    # stderr handler: keep them in the run log, on the console only with -v.
+    nibabel_logger = logging.getLogger(_NIBABEL_LOGGER)
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in [*ours, nibabel_logger]]
+    for logger in ours:
         logger.setLevel(logging.DEBUG)
         logger.addHandler(console)
         logger.addHandler(collect)
         logger.propagate = False
-    # nibabel prints its header fix-ups ("vox offset 348 too low ...") through its own bare
-    # stderr handler: keep them in the run log, on the console only with -v.
-    nibabel_logger = logging.getLogger(_NIBABEL_LOGGER)
     for h in list(nibabel_logger.handlers):
         nibabel_logger.removeHandler(h)
     nibabel_logger.addHandler(collect)
@@ -230,24 +245,24 @@ def _configure_logging(verbosity: int) -> tuple[logging.Handler, _Collect]:
         nibabel_logger.addHandler(console)
     nibabel_logger.propagate = False
     logging.captureWarnings(True)
-    if verbosity == 0:
-        warnings.filterwarnings("ignore")
-    return console, collect
+    try:
+        with warnings.catch_warnings():
+            if verbosity == 0:
+                warnings.simplefilter("ignore")
+            yield collect
+    finally:
+        logging.captureWarnings(False)
+        for logger, level, propagate, handlers in saved:
+            for h in list(logger.handlers):
+                logger.removeHandler(h)
+            for h in handlers:
+                logger.addHandler(h)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
-def _unconfigure_logging(handlers: Sequence[logging.Handler]) -> None:
-    for name in ("ctadeface", "py.warnings", _NIBABEL_LOGGER):
-        for h in handlers:
-            logging.getLogger(name).removeHandler(h)
-    nibabel_logger = logging.getLogger(_NIBABEL_LOGGER)
-    if not nibabel_logger.handlers:  # back to nibabel's own setting
-        nibabel_logger.addHandler(logging.StreamHandler())
-        nibabel_logger.propagate = True
-    logging.captureWarnings(False)
-
-
-def _find_scans(settings: Settings) -> list:
-    from .discover import find_scans
+def _find_scans(settings: Settings) -> list[Scan]:
+    from ctadeface.discover import find_scans
 
     return find_scans(
         settings.bids_dir,
@@ -259,8 +274,9 @@ def _find_scans(settings: Settings) -> list:
 
 
 def _participant(settings: Settings) -> int:
-    from . import participant
-    from .models import resolve_model
+    from ctadeface import participant
+    from ctadeface.segment import FaceSegmenter, inference_request, torch_settings
+    from ctadeface.segment.models import resolve_model
 
     scans = _find_scans(settings)
     model = resolve_model(settings.model, settings.cache_dir)
@@ -268,41 +284,40 @@ def _participant(settings: Settings) -> int:
         settings = replace(settings, postprocess=model.postprocess)
 
     def make_segmenter() -> participant.Segmenter:
-        from .segment import FaceSegmenter
-
         return FaceSegmenter(
             model,
             device=settings.device,
             tta=settings.tta,
-            nprocs=settings.nprocs,
             exact=settings.exact,
             precision=settings.precision,
         )
 
     def make_verifier() -> participant.Verifier:
-        from .verify import checker
+        from ctadeface.verify.verdict import checker
 
         return checker(settings.face_threshold)
 
-    results = participant.run(
-        settings,
-        scans,
-        make_segmenter,
-        model_key=model.checkpoint_sha256,
-        make_verifier=make_verifier if settings.verify else None,
-    )
+    with torch_settings(settings.nprocs):
+        results = participant.run(
+            settings,
+            scans,
+            make_segmenter,
+            inference=inference_request(model, exact=settings.exact, precision=settings.precision),
+            model_key=model.checkpoint_sha256,
+            make_verifier=make_verifier if settings.verify else None,
+        )
     if settings.dry_run:
         for r in results:
             print(f"{r.status}\t{r.scan.relpath}\t{r.message}")
     counts = Counter(r.status for r in results)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"ctadeface: {len(results)} CT scan(s): {summary}; outputs in {settings.output_dir}")
-    if any(r.status == participant.FACE_DETECTED for r in results):
+    if any(r.status == Status.FACE_DETECTED for r in results):
         log.warning(
             "a face was still detected in some scans: see group_report.html after the group level"
         )
         return EXIT_SOME_FAILED
-    failed = [r for r in results if r.status == participant.FAILED]
+    failed = [r for r in results if r.status == Status.FAILED]
     if not failed:
         return EXIT_OK
     if len(failed) == len(results) and all(r.exit_code == EXIT_DATAERR for r in failed):
@@ -311,8 +326,14 @@ def _participant(settings: Settings) -> int:
 
 
 def _group(settings: Settings) -> int:
-    from .io import write_text_atomic
-    from .report import group_report_html, group_table, read_figures, read_provenance_for, to_tsv
+    from ctadeface.io import write_text_atomic
+    from ctadeface.report import (
+        group_report_html,
+        group_table,
+        read_figures,
+        read_provenance_for,
+        to_tsv,
+    )
 
     scans = _find_scans(settings)
     rows = group_table(read_provenance_for(settings.output_dir, scans))
@@ -321,7 +342,7 @@ def _group(settings: Settings) -> int:
     if settings.dry_run:
         print(f"would write {table} and {page} with {len(rows)} row(s)")
         return EXIT_OK
-    missing = sum(r["status"] == "missing" for r in rows)
+    missing = sum(r["status"] == Status.MISSING for r in rows)
     if missing == len(rows):
         raise NoInputError(f"{settings.output_dir}: no participant-level outputs found")
     write_text_atomic(table, to_tsv(rows))
@@ -331,7 +352,7 @@ def _group(settings: Settings) -> int:
 
 
 def _write_log(settings: Settings, collect: _Collect, started: _dt.datetime) -> None:
-    from .io import write_text_atomic
+    from ctadeface.io import write_text_atomic
 
     if settings.dry_run or not collect.lines or not settings.output_dir.is_dir():
         return
@@ -355,10 +376,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = _dt.datetime.now(_dt.UTC)
     words = list(sys.argv[1:] if argv is None else argv)
     verbose = sum(len(a) - 1 for a in words if re.fullmatch(r"-v+", a)) + words.count("--verbose")
-    handlers = _configure_logging(verbose)
-    settings: Settings | None = None
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        with _logging(verbose) as collect:
+            return _run(argv, verbose, collect, started)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Sequence[str] | None, verbose: int, collect: _Collect, started: _dt.datetime) -> int:
+    settings: Settings | None = None
     try:
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args, dict(os.environ))
@@ -377,10 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOME_FAILED
     finally:
         if settings is not None:
-            _write_log(settings, handlers[1], started)
-        _unconfigure_logging(handlers)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            _write_log(settings, collect, started)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,8 @@
 """``python -m ctadeface.demo DIR``: build a small BIDS dataset and deface it end to end.
 
-The dataset holds synthetic CTA heads from :mod:`ctadeface.phantom` and, when present, the real
-heads of ``../shared/data/heads`` (linked, not copied). Then the participant and group levels run
-on it with the default model, exactly as a user would call them.
+The dataset holds synthetic CTA heads from :mod:`ctadeface.training.phantom` and, when present,
+the real heads of ``../shared/data/heads`` (linked, not copied). Then the participant and group
+levels run on it with the default model, exactly as a user would call them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-from .phantom import make_phantom
+from ctadeface.training.phantom import make_phantom
 
 #: Real heads of the shared data folder and the participant label each gets in the demo.
 SHARED_HEADS = {
@@ -79,7 +79,7 @@ def build_dataset(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the demo dataset under DIR/bids and run both analysis levels on it."""
-    from .cli import main as cli_main
+    from ctadeface.cli import main as cli_main
 
     p = argparse.ArgumentParser(prog="python -m ctadeface.demo", description=__doc__)
     p.add_argument("folder", type=Path, help="where to build the demo (e.g. demo/)")

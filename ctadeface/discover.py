@@ -262,6 +262,7 @@ def _check_bids_dir(bids_dir: Path, skip_validation: bool) -> Path:
     if not root.is_dir():
         raise UsageError(f"bids_dir {root}: not a directory")
     description = root / "dataset_description.json"
+    problem: str | None
     try:
         content = json.loads(description.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:

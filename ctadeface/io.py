@@ -18,6 +18,8 @@ import gzip
 import hashlib
 import os
 import socket
+import types
+import typing
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,18 +29,23 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError, OutputError
+from ctadeface.errors import InputError, OutputError
 
+_gzip: types.ModuleType
+_GZIP_ERRORS: tuple[type[BaseException], ...]
 try:  # ISA-L: the same gzip streams, several times faster
     from isal import igzip as _gzip
     from isal import isal_zlib as _zlib
 
     GZIP_BACKEND = "isal"
-    _GZIP_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error, gzip.BadGzipFile)
+    _GZIP_ERRORS = (zlib.error, typing.cast(type[BaseException], _zlib.error), gzip.BadGzipFile)
 except ImportError:  # pragma: no cover - isal is a pinned dependency
-    _gzip = gzip  # type: ignore[no-redef]
+    _gzip = gzip
     GZIP_BACKEND = "zlib"
     _GZIP_ERRORS = (zlib.error, gzip.BadGzipFile)
+
+#: What reading a file's voxels may raise: I/O, a short file, a bad stream.
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError, *_GZIP_ERRORS)
 
 #: gzip level of written ``.nii.gz`` files (nibabel's default, fast).
 COMPRESS_LEVEL = 1
@@ -91,8 +98,12 @@ class CTImage:
         """The image in HU, computed only for the region indexed (no full float copy)."""
         return HUView(self.data, self.slope, self.inter)
 
-    def to_stored(self, hu: float) -> float:
-        """Convert a value in HU to the stored units of ``data`` (not rounded or clipped)."""
+    @typing.overload
+    def to_stored(self, hu: float) -> float: ...
+    @typing.overload
+    def to_stored(self, hu: np.ndarray) -> np.ndarray: ...
+    def to_stored(self, hu: float | np.ndarray) -> float | np.ndarray:
+        """Convert HU to the stored units of ``data`` (not rounded or clipped)."""
         return (hu - self.inter) / self.slope
 
 
@@ -141,7 +152,7 @@ def _check_header(path: Path, header: nib.Nifti1Header) -> tuple[int, int, int]:
     zooms = tuple(float(z) for z in header.get_zooms()[:3])
     if not all(np.isfinite(z) and z > 0 for z in zooms):
         raise _fail(path, f"voxel sizes (pixdim) must be positive, got {zooms}")
-    return shape  # type: ignore[return-value]
+    return shape[0], shape[1], shape[2]
 
 
 def _check_size(path: Path, header: nib.Nifti1Header, shape: tuple[int, int, int]) -> None:
@@ -195,15 +206,16 @@ def load_ct(path: Path) -> CTImage:
         raise _fail(path, f"the voxel-to-world affine is invalid ({_reason(e)})") from e
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise _fail(path, "the voxel-to-world affine is singular or not finite")
+    proxy: Any = img.dataobj  # nibabel's ArrayProxy: dtype, offset, slope, inter of the file
     try:
-        data = _read_array(path, img.dataobj.dtype, int(img.dataobj.offset), shape)
-    except (OSError, EOFError, ValueError, *_GZIP_ERRORS) as e:
+        data = _read_array(path, proxy.dtype, int(proxy.offset), shape)
+    except _READ_ERRORS as e:
         raise _fail(path, f"image data cannot be read ({_reason(e)})") from e
     if data.dtype.kind not in "iuf":
         raise _fail(path, f"unsupported data type {data.dtype}")
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise _fail(path, "image contains NaN or infinite values")
-    slope, inter = img.dataobj.slope, img.dataobj.inter
+    slope, inter = proxy.slope, proxy.inter
     if not _scaling_fits(data, float(slope), float(inter)):
         raise _fail(
             path, f"scl_slope {slope:g} / scl_inter {inter:g} scale the data beyond float32"
@@ -241,7 +253,7 @@ def _read_array(
     """The stored voxel values (``dtype`` with the file's byte order, from byte ``offset``),
     read straight into one Fortran-ordered array, which is the file's voxel order."""
     out = np.empty(shape, dtype=dtype, order="F")
-    target = memoryview(out.T).cast("B")  # out.T is C-contiguous: the bytes in file order
+    target = out.T.data.cast("B")  # out.T is C-contiguous: the bytes in file order
     opener = _gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
         fh.seek(offset)

@@ -1,6 +1,6 @@
 """The derivatives dataset: file names, sidecars (PHI removed, provenance), dataset_description.
 
-Layout (``shared/docs/outputs.md``), for a source ``sub-01/ses-1/anat/sub-01_ses-1_ce-iodine_ct``::
+Layout (``docs/outputs.md``), for a source ``sub-01/ses-1/anat/sub-01_ses-1_ce-iodine_ct``::
 
     sub-01/ses-1/anat/sub-01_ses-1_ce-iodine_desc-defaced_ct.nii.gz (+ .json)
     sub-01/ses-1/anat/sub-01_ses-1_ce-iodine_space-orig_label-face_mask.nii.gz (+ .json)
@@ -16,13 +16,15 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .discover import Scan
-from .io import sha256_file
+from ctadeface import __version__
+from ctadeface.discover import Scan
+from ctadeface.io import sha256_file
+from ctadeface.provenance import Provenance, ProvenanceError, Request, from_json
+from ctadeface.provenance import to_json as record_json
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +156,18 @@ def scrub(
 
 
 def defaced_sidecar(
-    scan: Scan, provenance: Mapping[str, Any], *, remove_demographics: bool = False
+    scan: Scan, provenance: Provenance, *, remove_demographics: bool = False
 ) -> tuple[dict[str, Any], list[str]]:
-    """The sidecar of the defaced image: scrubbed source metadata, Sources, provenance."""
+    """The sidecar of the defaced image: scrubbed source metadata, Sources, and the provenance
+    (with the removed keys) under ``Defacing``; returns (sidecar, removed keys)."""
     clean, removed = scrub(scan.metadata, remove_demographics=remove_demographics)
     clean["Sources"] = [bids_uri(scan)]
     clean["Description"] = (
         "CT image with the face removed: voxels of the face mask replaced; "
         "all other voxels identical to the source."
     )
-    clean[PROVENANCE_KEY] = {**provenance, "RemovedSidecarFields": removed}
+    recorded = replace(provenance, removed_sidecar_fields=tuple(removed))
+    clean[PROVENANCE_KEY] = record_json(recorded)
     return clean, removed
 
 
@@ -220,27 +224,34 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def read_provenance(defaced_json: Path) -> dict[str, Any] | None:
-    """The provenance object of a defaced sidecar, or None if absent or unreadable."""
+def read_provenance(defaced_json: Path) -> Provenance | None:
+    """The provenance of a defaced sidecar, or None if absent, unreadable or not of this
+    version's shape."""
     try:
         record = json.loads(defaced_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     prov = record.get(PROVENANCE_KEY) if isinstance(record, dict) else None
-    return prov if isinstance(prov, dict) else None
+    if not isinstance(prov, dict):
+        return None
+    try:
+        return from_json(Provenance, prov)
+    except ProvenanceError as err:
+        log.info("%s: provenance not readable (%s)", defaced_json, err)
+        return None
 
 
-def is_up_to_date(paths: OutputPaths, request: Mapping[str, Any]) -> bool:
+def is_up_to_date(paths: OutputPaths, request: Request) -> bool:
     """True when all outputs exist, were made for this ``request`` (input sha256, model, fill,
-    TTA, verification: see ``participant.run_request``) and still match their recorded sha256."""
+    TTA, strategy, post-processing, verification) and still match their recorded sha256."""
     if not all(p.is_file() for p in paths.images_and_sidecars()):
         return False
     prov = read_provenance(paths.defaced_json)
-    if prov is None or prov.get("Request") != dict(request):
+    if prov is None or prov.request != request:
         return False
-    recorded = prov.get("OutputSHA256", {})
-    for key, path in (("defaced", paths.defaced), ("mask", paths.mask)):
-        if recorded.get(key) != sha256_file(path):
+    recorded = prov.output_sha256
+    for digest, path in ((recorded.defaced, paths.defaced), (recorded.mask, paths.mask)):
+        if digest != sha256_file(path):
             log.info("%s changed since it was written; redoing", path)
             return False
     return True

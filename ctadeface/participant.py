@@ -1,4 +1,5 @@
-"""Participant level: for each CT scan, load -> segment -> deface -> write, one scan at a time.
+"""Participant level: for each CT scan, load -> segment -> deface -> verify -> write, one scan at a
+time, and record its provenance.
 
 A scan that fails is recorded with its one-line reason and the loop goes on. The model is loaded
 once, and only when a scan actually needs it (an up-to-date rerun never loads it).
@@ -11,16 +12,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .deface import PostProcess, apply_fill, choose_fill, postprocess
-from .discover import Scan
-from .errors import CTADefaceError, InputError, ModelError, OutputError, UsageError
-from .io import (
+from ctadeface import __version__
+from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess
+from ctadeface.discover import Scan
+from ctadeface.errors import CTADefaceError, InputError, ModelError, OutputError, UsageError
+from ctadeface.io import (
     CTImage,
     load_ct,
     remove_stale_temps,
@@ -29,7 +31,7 @@ from .io import (
     write_image_atomic,
     write_text_atomic,
 )
-from .outputs import (
+from ctadeface.outputs import (
     OutputPaths,
     citation,
     dataset_description,
@@ -39,14 +41,15 @@ from .outputs import (
     output_paths,
     to_json,
 )
-from .settings import Settings
+from ctadeface.provenance import ModelRecord, OutputHashes, Provenance, Request
+from ctadeface.settings import Settings
+from ctadeface.status import Status
+from ctadeface.verify.verdict import Verification
 
 log = logging.getLogger(__name__)
 
 #: The fixed post-processing of mask-definition.md, applied when settings.postprocess is on.
 POSTPROCESS = PostProcess()
-DEFACED, SKIPPED, FAILED, PLANNED = "defaced", "skipped", "failed", "planned"
-FACE_DETECTED, MASK_EMPTY = "face-detected", "mask-empty"
 
 
 class Segmenter(Protocol):
@@ -59,17 +62,34 @@ class Segmenter(Protocol):
         *,
         slope: float = 1.0,
         inter: float = 0.0,
+        affine: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
-    def describe(self) -> dict[str, Any]: ...
+    def describe(self) -> ModelRecord: ...
+
+    def versions(self) -> Mapping[str, str]: ...
+
+
+class Verifier(Protocol):
+    """What the participant loop needs of ``verify``: render, detect, draw (None: off)."""
+
+    def __call__(
+        self,
+        original_hu: np.ndarray,
+        defaced_hu: np.ndarray,
+        mask: np.ndarray,
+        affine: np.ndarray,
+        /,
+    ) -> tuple[Verification, bytes]: ...
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Outcome of one scan: status is defaced, skipped, failed or planned (dry run)."""
+    """Outcome of one scan: its status, a one-line summary, seconds, and the exit code of a
+    failure."""
 
     scan: Scan
-    status: str
+    status: Status
     message: str = ""
     seconds: float = 0.0
     exit_code: int = 0
@@ -88,27 +108,22 @@ def prepare_output(settings: Settings) -> None:
         log.info("removed a temporary file left by a killed run: %s", stale)
 
 
-class Verifier(Protocol):
-    """What the participant loop needs of ``verify``: render, detect, draw (None: off)."""
-
-    def __call__(
-        self, original_hu: np.ndarray, defaced_hu: np.ndarray, mask: np.ndarray, affine: np.ndarray
-    ) -> tuple[dict[str, Any], bytes]: ...
+T = TypeVar("T")
 
 
-class _Lazy:
+class _Lazy(Generic[T]):
     """Creates an expensive object (a loaded network) on first use, at most once."""
 
-    def __init__(self, factory: Callable[[], Any] | None) -> None:
+    def __init__(self, factory: Callable[[], T] | None) -> None:
         self._factory = factory
-        self._made: Any = None
+        self._made: T | None = None
 
     @property
     def wanted(self) -> bool:
         """Whether there is anything to make (a verifier is None with --no-verify)."""
         return self._factory is not None
 
-    def get(self) -> Any:
+    def get(self) -> T | None:
         if self._made is None and self._factory is not None:
             self._made = self._factory()
         return self._made
@@ -147,29 +162,34 @@ class ReadAhead:
 
 
 def run_request(
-    settings: Settings, input_sha256: str, model_key: Mapping[str, str], verified: bool
-) -> dict[str, Any]:
-    """What an up-to-date output must have been made from: input, model, fill, TTA, verify."""
-    return {
-        "InputSHA256": input_sha256,
-        "ModelCheckpointSHA256": sorted(model_key.values()),
-        "Fill": settings.fill,
-        "TTA": settings.tta,
-        "Inference": "exact" if settings.exact else f"fast, precision {settings.precision}",
-        "PostProcess": bool(settings.postprocess),
-        "Verified": verified,
-    }
+    settings: Settings,
+    input_sha256: str,
+    model_key: Mapping[str, str],
+    verified: bool,
+    inference: str,
+) -> Request:
+    """What an up-to-date output must have been made from: input, model, fill, TTA, strategy
+    (``inference``, from ``segment.inference_request``), post-processing, verification."""
+    return Request(
+        input_sha256=input_sha256,
+        model_checkpoint_sha256=tuple(sorted(model_key.values())),
+        fill=settings.fill,
+        tta=settings.tta,
+        inference=inference,
+        post_process=bool(settings.postprocess),
+        verified=verified,
+    )
 
 
 def deface_scan(
     scan: Scan,
     paths: OutputPaths,
-    request: Mapping[str, Any],
-    get_segmenter: Callable[[], Segmenter],
+    request: Request,
+    get_segmenter: Callable[[], Segmenter | None],
     get_verifier: Callable[[], Verifier | None],
     settings: Settings,
     load: Callable[[Path], CTImage] = load_ct,
-) -> tuple[str, str]:
+) -> tuple[Status, str]:
     """Load, segment, fill, verify and write one scan; return (status, one-line summary).
 
     The segmenter and verifier are asked for only after the image loaded, so a run whose
@@ -182,6 +202,8 @@ def deface_scan(
     segmenter = get_segmenter()
     verifier = get_verifier()
     t0 += time.perf_counter() - loading
+    if segmenter is None:
+        raise UsageError("no segmenter: the participant level needs a model")
     mask = segmenter.predict(
         image.data, image.spacing, slope=image.slope, inter=image.inter, affine=image.affine
     )
@@ -190,26 +212,26 @@ def deface_scan(
         mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
     fill = choose_fill(image, settings.fill)
     hu = image.hu() if verifier is not None else None  # the source, for the before renders
-    seed = int(request["InputSHA256"][:8], 16)
+    seed = int(request.input_sha256[:8], 16)
     defaced = apply_fill(image, mask, fill, seed=seed, in_place=hu is None)
     n_voxels = int(np.count_nonzero(mask))
     volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
-    status = DEFACED
+    status = Status.DEFACED
     if n_voxels == 0:
-        status = MASK_EMPTY
+        status = Status.MASK_EMPTY
         log.warning("%s: the face mask is empty (no face in the field of view?)", scan.path)
-    verification: dict[str, Any] | None = None
+    verification: Verification | None = None
     figure: bytes | None = None
     if verifier is not None and hu is not None:
         defaced_hu = replace(image, data=defaced).hu()
         verification, figure = verifier(hu, defaced_hu, mask, image.affine)
         del defaced_hu
-        if verification.get("status") == FACE_DETECTED:
-            status = FACE_DETECTED
+        if verification.status == Status.FACE_DETECTED:
+            status = Status.FACE_DETECTED
             log.warning(
                 "%s: a face is still detected after defacing (p = %.2f); outputs kept for review",
                 scan.path,
-                verification.get("face_p_after", float("nan")),
+                verification.face_p_after,
             )
 
     mask_sha256 = write_image_atomic(paths.mask, mask.view(np.uint8), image)
@@ -217,27 +239,21 @@ def deface_scan(
     defaced_sha256 = write_image_atomic(paths.defaced, defaced, image)
     if figure is not None:
         write_bytes_atomic(paths.figure, figure)
-    model = segmenter.describe()
-    provenance = {
-        "Software": software_versions(model),
-        "Model": {k: v for k, v in model.items() if k != "versions"},
-        "Fill": {
-            "Policy": fill.policy,
-            "ValueHU": fill.value_hu,
-            "NoiseStdHU": fill.std_hu,
-            "StoredValue": fill.stored_value,
-        },
-        "PostProcessing": asdict(POSTPROCESS) if settings.postprocess else "none",
-        "Verification": verification if verification is not None else "not run (--no-verify)",
-        "StartTime": started.isoformat(timespec="seconds"),
-        "DurationSeconds": round(time.perf_counter() - t0, 3),
-        "InputSHA256": request["InputSHA256"],
-        "Request": dict(request),
-        "OutputSHA256": {"defaced": defaced_sha256, "mask": mask_sha256},
-        "MaskVoxels": n_voxels,
-        "MaskVolumeMl": round(volume_ml, 3),
-        "Status": status,
-    }
+    provenance = Provenance(
+        software={"ctadeface": __version__, **segmenter.versions()},
+        model=segmenter.describe(),
+        fill=fill,
+        post_processing=POSTPROCESS if settings.postprocess else None,
+        verification=verification,
+        start_time=started.isoformat(timespec="seconds"),
+        duration_seconds=round(time.perf_counter() - t0, 3),
+        input_sha256=request.input_sha256,
+        request=request,
+        output_sha256=OutputHashes(defaced=defaced_sha256, mask=mask_sha256),
+        mask_voxels=n_voxels,
+        mask_volume_ml=round(volume_ml, 3),
+        status=status,
+    )
     sidecar, removed = defaced_sidecar(
         scan, provenance, remove_demographics=settings.remove_demographics
     )
@@ -245,20 +261,11 @@ def deface_scan(
     gone = f"; removed from sidecar: {', '.join(removed)}" if removed else ""
     seen = ""
     if verification is not None:
-        seen = f", face p {verification['face_p_before']:.2f} -> {verification['face_p_after']:.2f}"
+        seen = f", face p {verification.face_p_before:.2f} -> {verification.face_p_after:.2f}"
     return (
         status,
         f"mask {volume_ml:.1f} ml, fill {fill.policy} = {fill.value_hu:.0f} HU{seen}{gone}",
     )
-
-
-def software_versions(model: Mapping[str, Any]) -> dict[str, str]:
-    """Versions of the software that made the outputs: ours plus the libraries the segmenter
-    reports in its description (``model``)."""
-    from . import __version__
-
-    versions = model.get("versions", {})
-    return {"ctadeface": __version__, **{str(k): str(v) for k, v in versions.items()}}
 
 
 def run(
@@ -266,6 +273,7 @@ def run(
     scans: Sequence[Scan],
     make_segmenter: Callable[[], Segmenter],
     *,
+    inference: str,
     model_key: Mapping[str, str] | None = None,
     make_verifier: Callable[[], Verifier] | None = None,
 ) -> list[ScanResult]:
@@ -275,6 +283,8 @@ def run(
         settings: the run's settings.
         scans: from ``discover.find_scans``.
         make_segmenter: called at most once, when the first scan needs the model.
+        inference: the strategy the segmenter will run (``segment.inference_request``);
+            outputs made by another are redone.
         model_key: checkpoint sha256s of the model (outputs made by another model are redone).
         make_verifier: called at most once, when the first scan is verified (None: no
             verification).
@@ -285,7 +295,7 @@ def run(
     verifier = _Lazy(make_verifier)
     reader = ReadAhead()
     try:
-        return _run_scans(settings, scans, segmenter, verifier, reader, model_key or {})
+        return _run_scans(settings, scans, segmenter, verifier, reader, model_key or {}, inference)
     finally:
         reader.close()
 
@@ -293,10 +303,11 @@ def run(
 def _run_scans(
     settings: Settings,
     scans: Sequence[Scan],
-    segmenter: _Lazy,
-    verifier: _Lazy,
+    segmenter: _Lazy[Segmenter],
+    verifier: _Lazy[Verifier],
     reader: ReadAhead,
     model_key: Mapping[str, str],
+    inference: str,
 ) -> list[ScanResult]:
     results: list[ScanResult] = []
     for index, scan in enumerate(scans):
@@ -305,13 +316,15 @@ def _run_scans(
         try:
             if scan.problem:
                 raise InputError(scan.problem)
-            request = run_request(settings, sha256_file(scan.path), model_key, verifier.wanted)
+            request = run_request(
+                settings, sha256_file(scan.path), model_key, verifier.wanted, inference
+            )
             if not settings.overwrite and is_up_to_date(paths, request):
-                results.append(ScanResult(scan, SKIPPED, "outputs up to date"))
+                results.append(ScanResult(scan, Status.SKIPPED, "outputs up to date"))
                 log.info("%s: skipped, outputs up to date", scan.relpath)
                 continue
             if settings.dry_run:
-                results.append(ScanResult(scan, PLANNED, f"would write {paths.defaced}"))
+                results.append(ScanResult(scan, Status.PLANNED, f"would write {paths.defaced}"))
                 continue
             following = next((s.path for s in scans[index + 1 :] if not s.problem), None)
 
@@ -341,15 +354,10 @@ def _run_scans(
 def _failed(scan: Scan, message: str, exit_code: int, t0: float) -> ScanResult:
     log.error("%s", message)
     log.debug("traceback of the failure above", exc_info=True)
-    return ScanResult(scan, FAILED, message, time.perf_counter() - t0, exit_code)
+    return ScanResult(scan, Status.FAILED, message, time.perf_counter() - t0, exit_code)
 
 
 def _is_fatal(error: CTADefaceError) -> bool:
     """Errors that no other scan can escape (the model, the output folder, an option the
     segmenter refuses) end the run."""
     return isinstance(error, ModelError | OutputError | UsageError)
-
-
-def log_path(output_dir: Path, started: _dt.datetime, pid: int) -> Path:
-    """``logs/`` file name of one run."""
-    return output_dir / "logs" / f"run-{started.strftime('%Y%m%dT%H%M%S')}-{pid}.log"

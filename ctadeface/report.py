@@ -15,8 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .discover import Scan
-from .outputs import output_paths, read_provenance
+from ctadeface.discover import Scan
+from ctadeface.outputs import output_paths, read_provenance
+from ctadeface.provenance import Provenance
+from ctadeface.status import Status
 
 COLUMNS = (
     "participant_id",
@@ -33,7 +35,6 @@ COLUMNS = (
     "model",
 )
 NA = "n/a"
-MISSING = "missing"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -44,44 +45,51 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def row_for(scan: Scan, provenance: Mapping[str, Any] | None) -> dict[str, str]:
+def row_for(scan: Scan, provenance: Provenance | None) -> dict[str, str]:
     """One TSV row for ``scan`` from its recorded provenance (None: no outputs)."""
     row = {
         "participant_id": f"sub-{scan.subject}",
         "session_id": f"ses-{scan.session}" if scan.session else NA,
         "source": scan.relpath,
     }
-    prov = provenance or {}
-    model = prov.get("Model", {}) if isinstance(prov.get("Model"), dict) else {}
-    fill = prov.get("Fill", {}) if isinstance(prov.get("Fill"), dict) else {}
-    verify = prov.get("Verification", {}) if isinstance(prov.get("Verification"), dict) else {}
+    if provenance is None:
+        row.update(dict.fromkeys(COLUMNS[4:], NA), status=Status.MISSING)
+        return row
+    verification = provenance.verification
     row.update(
-        status=str(prov.get("Status", MISSING)) if provenance else MISSING,
-        mask_volume_ml=_fmt(prov.get("MaskVolumeMl")),
-        fill_value=_fmt(fill.get("ValueHU"), 1),
-        face_p_before=_fmt(verify.get("face_p_before")),
-        face_p_after=_fmt(verify.get("face_p_after")),
-        facenet_similarity=_fmt(verify.get("facenet_similarity")),
-        seconds=_fmt(prov.get("DurationSeconds"), 2),
-        device=_fmt(model.get("device")),
-        model=_fmt(model.get("model")),
+        status=provenance.status,
+        mask_volume_ml=_fmt(provenance.mask_volume_ml),
+        fill_value=_fmt(provenance.fill.value_hu, 1),
+        face_p_before=_fmt(verification.face_p_before if verification else None),
+        face_p_after=_fmt(verification.face_p_after if verification else None),
+        facenet_similarity=_fmt(verification.facenet_similarity if verification else None),
+        seconds=_fmt(provenance.duration_seconds, 2),
+        device=_fmt(provenance.model.device),
+        model=_fmt(provenance.model.model),
     )
     return row
 
 
-def read_provenance_for(output_dir: Path, scans: Iterable[Scan]) -> list[tuple[Scan, Any]]:
+def read_provenance_for(
+    output_dir: Path, scans: Iterable[Scan]
+) -> list[tuple[Scan, Provenance | None]]:
     """Pair each scan with the provenance its participant run recorded (or None)."""
     return [(scan, read_provenance(output_paths(output_dir, scan).defaced_json)) for scan in scans]
 
 
 #: Order of statuses in the table and report: a surviving face first, done scans last.
-_STATUS_ORDER = {"face-detected": 0, MISSING: 1, "mask-empty": 2, "defaced": 4}
+_STATUS_ORDER = {
+    Status.FACE_DETECTED: 0,
+    Status.MISSING: 1,
+    Status.MASK_EMPTY: 2,
+    Status.DEFACED: 4,
+}
 
 
-def group_table(pairs: Sequence[tuple[Scan, Any]]) -> list[dict[str, str]]:
+def group_table(pairs: Sequence[tuple[Scan, Provenance | None]]) -> list[dict[str, str]]:
     """Rows sorted by urgency (face detected, missing, empty mask, other, defaced), then path."""
     rows = [row_for(scan, prov) for scan, prov in pairs]
-    return sorted(rows, key=lambda r: (_STATUS_ORDER.get(r["status"], 3), r["source"]))
+    return sorted(rows, key=lambda r: (_STATUS_ORDER.get(Status(r["status"]), 3), r["source"]))
 
 
 def to_tsv(rows: Sequence[Mapping[str, str]]) -> str:
@@ -160,7 +168,7 @@ def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, b
     """One self-contained page (no external resource): every scan's numbers and renders,
     problems first, columns sortable by clicking their header."""
     esc = html.escape
-    flagged = sum(r["status"] != "defaced" for r in rows)
+    flagged = sum(r["status"] != Status.DEFACED for r in rows)
     head = "".join(f'<th data-type="{kind}">{esc(title)}</th>' for _, title, kind in _HTML_COLUMNS)
     body = []
     for row in rows:
@@ -177,7 +185,7 @@ def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, b
             if png
             else '<span class="none">no renders (verification off or scan not processed)</span>'
         )
-        flag = ' class="flag"' if row["status"] != "defaced" else ""
+        flag = ' class="flag"' if row["status"] != Status.DEFACED else ""
         body.append(
             f"<tbody{flag}><tr>{cells}<td>{esc(row['source'])}</td></tr>"
             f'<tr class="pictures"><td colspan="{len(_HTML_COLUMNS) + 1}">{picture}</td></tr>'

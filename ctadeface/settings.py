@@ -1,4 +1,5 @@
-"""One typed, validated record of what a run was asked to do (built once by ``cli``)."""
+"""One typed, validated record of what a run was asked to do (built once by ``cli``), and the
+checks of the values that more than one command takes."""
 
 from __future__ import annotations
 
@@ -8,9 +9,27 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ctadeface.errors import UsageError
+
 DEFAULT_MODEL = "open"
 DEVICES = ("auto", "cuda", "cpu")
 LEVELS = ("participant", "group")
+#: Network arithmetic of the fast strategy (``segment.segmenter.choose_precision``).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check_face_threshold(p: float) -> float:
+    """A face probability threshold: in (0, 1] (0 would flag every scan). Raises UsageError."""
+    if not 0.0 < p <= 1.0:
+        raise UsageError(f"--face-threshold must be in (0, 1], got {p}")
+    return float(p)
+
+
+def check_nprocs(n: int | None) -> int | None:
+    """CPU threads: None (torch's default) or at least 1. Raises UsageError."""
+    if n is not None and n < 1:
+        raise UsageError(f"--nprocs must be at least 1, got {n}")
+    return n
 
 
 @dataclass(frozen=True)
@@ -26,16 +45,16 @@ class Settings:
         skip_validation: skip the basic BIDS checks of the input dataset.
         model: registry name, trained-model folder or exported zip.
         device: "auto", "cuda" or "cpu".
-        fill: fill policy of ``ctadeface.deface``.
+        fill: fill policy of ``ctadeface.deface.fill``.
         tta: nnU-Net test-time augmentation (mirroring).
         exact: segment with nnU-Net's own pipeline over the whole field of view (as
-            ``nnUNetv2_predict`` does) instead of the fast path of ``segment.FaceSegmenter``.
-        precision: the fast path's network arithmetic: "auto" (fp16 on CUDA, bf16 on CPUs
+            ``nnUNetv2_predict`` does) instead of the fast strategy of ``FaceSegmenter``.
+        precision: the fast strategy's network arithmetic: "auto" (fp16 on CUDA, bf16 on CPUs
             with native bfloat16, else fp32), "fp32", "bf16" or "fp16" (CUDA).
         postprocess: apply ``deface.postprocess`` (air margin, no bone, nothing far from the
             patient) to the mask; None = the model's own default (on for ``open``, off for
             other models).
-        nprocs: CPU threads for torch (None = torch's default).
+        nprocs: CPU threads for torch, applied once for the run (None = torch's default).
         work_dir: scratch space (extracted model zips).
         overwrite: redo scans whose outputs are up to date.
         dry_run: list what would be done; write nothing.

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from bidsfixture import make_bids_dataset
 
 from ctadeface import __version__
 from ctadeface.cli import build_parser, main
+from tests.bidsfixture import make_bids_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ TINY_MODEL = ROOT / "tests" / "data" / "tiny_model" / "Dataset900_TinyFace"
 
 
 def _phantom_image(relpath: str):
-    from ctadeface.phantom import make_phantom
+    from ctadeface.training.phantom import make_phantom
 
     seed = sum(relpath.encode())
     return make_phantom(seed, shape=(48, 52, 44), spacing=(4.0, 4.0, 4.0)).to_nifti()
@@ -129,7 +129,7 @@ def e2e(tmp_path_factory):
 
 
 def test_e2e_participant_writes_exactly_the_documented_files(e2e):
-    from bidsfixture import CT_RELPATHS
+    from tests.bidsfixture import CT_RELPATHS
 
     _, out, _, code = e2e
     assert code == 0
@@ -178,9 +178,8 @@ def test_e2e_images_keep_header_and_change_only_masked_voxels(e2e):
 def test_e2e_sidecars_have_no_phi_and_record_provenance(e2e):
     import json
 
-    from bidsfixture import ROOT_SIDECAR
-
     from ctadeface.outputs import PHI_FIELDS
+    from tests.bidsfixture import ROOT_SIDECAR
 
     _, out, _, _ = e2e
     for path in out.rglob("sub-*/**/*.json"):
@@ -194,10 +193,10 @@ def test_e2e_sidecars_have_no_phi_and_record_provenance(e2e):
         record = json.loads(path.read_text())
         prov = record["Defacing"]
         assert record["Modality"] == ROOT_SIDECAR["Modality"]  # inherited from the root sidecar
-        assert len(prov["InputSHA256"]) == 64 and prov["Model"]["configuration"] == "3d_fullres"
+        assert len(prov["InputSHA256"]) == 64 and prov["Model"]["Configuration"] == "3d_fullres"
         assert prov["Fill"]["Policy"] == "p10" and prov["MaskVoxels"] >= 0
         assert "PatientName" in prov["RemovedSidecarFields"]
-        assert prov["Model"]["precision"] in ("fp32", "bf16")  # the fast path, on CPU
+        assert prov["Model"]["Precision"] in ("fp32", "bf16")  # the fast path, on CPU
         assert prov["Request"]["Inference"].startswith("fast")
 
 
@@ -209,7 +208,7 @@ def test_exact_and_precision_reach_the_segmenter_and_the_provenance(capsys, bids
     argv += ["--participant-label", "01", "--exact", "--precision", "fp32"]
     assert main(argv) == 0
     prov = json.loads(next(out.rglob("*_desc-defaced_*.json")).read_text())["Defacing"]
-    assert prov["Model"]["inference"] == "exact nnU-Net pipeline"
+    assert prov["Model"]["Inference"] == "exact nnU-Net pipeline"
     assert prov["Request"]["Inference"] == "exact"
     assert main([*argv[:-3], "--precision", "fp16"]) == 64  # fp16 needs CUDA
     assert "needs a CUDA device" in capsys.readouterr().err
@@ -275,7 +274,7 @@ def test_console_script_points_at_cli_main():
 
 
 def test_one_corrupt_scan_exits_1_and_all_corrupt_exits_65(capsys, tmp_path):
-    from bidsfixture import CT_RELPATHS
+    from tests.bidsfixture import CT_RELPATHS
 
     bids = make_bids_dataset(tmp_path / "bids", image_factory=_phantom_image)
     (bids / CT_RELPATHS[1]).write_bytes(b"\x1f\x8b" + b"garbage" * 50)
@@ -310,7 +309,7 @@ def test_filter_file_and_labels_narrow_the_scans(capsys, bids, tmp_path):
 def test_e2e_verification_writes_figures_and_records_the_verdict(capsys, tmp_path):
     import json
 
-    from bidsfixture import CT_RELPATHS
+    from tests.bidsfixture import CT_RELPATHS
 
     bids = make_bids_dataset(tmp_path / "bids", image_factory=_phantom_image)
     out = tmp_path / "out"
@@ -325,9 +324,9 @@ def test_e2e_verification_writes_figures_and_records_the_verdict(capsys, tmp_pat
     statuses = []
     for sidecar in out.rglob("*_desc-defaced_*.json"):
         verdict = json.loads(sidecar.read_text())["Defacing"]["Verification"]
-        assert 0.0 <= verdict["face_p_after"] <= 1.0 and verdict["n_renders"] == 15
-        assert verdict["facenet_similarity"] is None or -1 <= verdict["facenet_similarity"] <= 1
-        statuses.append(verdict["status"])
+        assert 0.0 <= verdict["FacePAfter"] <= 1.0 and verdict["NRenders"] == 15
+        assert verdict["FaceNetSimilarity"] is None or -1 <= verdict["FaceNetSimilarity"] <= 1
+        statuses.append(verdict["Status"])
     assert code == (1 if "face-detected" in statuses else 0)
     assert _run(capsys, bids, out, "group", "--participant-label", "02")[0] == 0
     page = (out / "group_report.html").read_text()

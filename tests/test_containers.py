@@ -6,8 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = (ROOT / "version").read_text().strip()
 
@@ -42,7 +40,8 @@ def test_entrypoint_is_the_executable_run_py():
 
 
 def test_published_weights_build_arg_and_checksum_are_wired():
-    models = pytest.importorskip("ctadeface.models")
+    from ctadeface.segment import models
+
     docker = _read("Dockerfile")
     entry = models.REGISTRY["cta-deface"]
     pinned = {path: sha for path, (_, sha) in entry.files.items()}
@@ -68,7 +67,7 @@ def test_image_installs_verification_and_fetches_facenet_at_build_time():
     assert "requirements/verify.txt" in docker and "--no-deps -r /tmp/verify.txt" in docker
     assert _arg(docker, "FETCH_FACENET") == "1"
     assert _arg(docker, "FACENET_URL").startswith("https://")
-    from ctadeface.verify import FACENET_ENV
+    from ctadeface.verify.detect import FACENET_ENV
 
     assert f"{FACENET_ENV}=/opt/ctadeface/facenet/" in docker
     assert '"${FACENET_URL}" "${CTADEFACE_FACENET_WEIGHTS}"' in docker

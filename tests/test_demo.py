@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ctadeface.demo import SHARED_HEADS, build_dataset
 from ctadeface.discover import find_scans
+from tests import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def test_demo_dataset_holds_phantoms_and_linked_shared_heads(tmp_path):

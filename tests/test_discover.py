@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bidsfixture import (
+
+from ctadeface import discover
+from ctadeface.discover import Scan, find_scans, load_filter_file, normalize_label
+from ctadeface.errors import EXIT_NOINPUT, InputError, NoInputError, UsageError
+from tests.bidsfixture import (
     CT_RELPATHS,
     DECOY_RELPATHS,
     FILE_SIDECARS,
@@ -21,10 +25,6 @@ from bidsfixture import (
     make_bids_dataset,
     tiny_image,
 )
-
-from ctadeface import discover
-from ctadeface.discover import Scan, find_scans, load_filter_file, normalize_label
-from ctadeface.errors import EXIT_NOINPUT, InputError, NoInputError, UsageError
 
 SUB01, SUB02_SES1, SUB02_SES2 = CT_RELPATHS
 

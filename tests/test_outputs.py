@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -20,7 +21,10 @@ from ctadeface.outputs import (
     mask_sidecar,
     output_paths,
     scrub,
+    to_json,
 )
+from ctadeface.provenance import OutputHashes
+from tests import records
 
 
 def _scan(entities, suffix="ct", datatype="anat", metadata=None, extension=".nii.gz") -> Scan:
@@ -77,12 +81,13 @@ def test_scrub_removes_every_listed_field_case_insensitively():
 
 def test_sidecars_carry_sources_and_provenance():
     scan = _scan([("sub", "01")], metadata={"PatientName": "Doe^Jane", "KVP": 100})
-    sidecar, removed = defaced_sidecar(scan, {"InputSHA256": "abc"})
+    sidecar, removed = defaced_sidecar(scan, records.provenance(input_sha256="abc"))
     assert removed == ["PatientName"]
     assert sidecar["KVP"] == 100 and "PatientName" not in sidecar
     assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_ct.nii.gz"]
     assert sidecar[PROVENANCE_KEY]["InputSHA256"] == "abc"
     assert sidecar[PROVENANCE_KEY]["RemovedSidecarFields"] == ["PatientName"]
+    json.loads(to_json(sidecar))  # strict JSON
     m = mask_sidecar(scan)
     assert m["Type"] == "Face" and m["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_ct.nii.gz"
 
@@ -101,17 +106,18 @@ def test_up_to_date_needs_all_files_matching_hashes_and_the_same_request(tmp_pat
 
     scan = _scan([("sub", "01")])
     p = output_paths(tmp_path, scan)
-    request = {"InputSHA256": "in", "Fill": "p10"}
+    request = records.request()
     assert not is_up_to_date(p, request)
     p.defaced.parent.mkdir(parents=True)
     for f in (p.defaced, p.mask, p.mask_json):
         f.write_bytes(f.name.encode())
-    prov = {"Request": request, "OutputSHA256": {"defaced": sha256_file(p.defaced),
-                                                  "mask": sha256_file(p.mask)}}  # fmt: skip
-    p.defaced_json.write_text(json.dumps({PROVENANCE_KEY: prov}))
+    hashes = OutputHashes(defaced=sha256_file(p.defaced), mask=sha256_file(p.mask))
+    sidecar, _ = defaced_sidecar(scan, records.provenance(request=request, output_sha256=hashes))
+    p.defaced_json.write_text(to_json(sidecar))
     assert is_up_to_date(p, request)
-    assert not is_up_to_date(p, {**request, "InputSHA256": "other input"})
-    assert not is_up_to_date(p, {**request, "Fill": "air"})
+    assert not is_up_to_date(p, replace(request, input_sha256="other input"))
+    assert not is_up_to_date(p, replace(request, fill="air"))
+    assert not is_up_to_date(p, replace(request, inference="exact"))
     p.mask.write_bytes(b"tampered")
     assert not is_up_to_date(p, request)
 
@@ -123,4 +129,4 @@ def test_unreadable_provenance_means_redo(tmp_path, content):
     p.defaced.parent.mkdir(parents=True)
     for f in p.images_and_sidecars():
         f.write_text(content)
-    assert not is_up_to_date(p, {"InputSHA256": "in"})
+    assert not is_up_to_date(p, records.request())

@@ -10,12 +10,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bidsfixture import CT_RELPATHS, make_bids_dataset
 
+from ctadeface import participant
 from ctadeface.discover import find_scans
 from ctadeface.errors import ModelError
-from ctadeface.participant import DEFACED, FAILED, PLANNED, SKIPPED, run
+from ctadeface.outputs import output_paths, read_provenance
+from ctadeface.provenance import ModelRecord
 from ctadeface.settings import Settings
+from ctadeface.status import Status
+from ctadeface.verify.verdict import Verification
+from tests.bidsfixture import CT_RELPATHS, make_bids_dataset
 
 
 class ThresholdSegmenter:
@@ -39,8 +43,31 @@ class ThresholdSegmenter:
             raise RuntimeError("library blew up")
         return volume * slope + inter > 0
 
-    def describe(self) -> dict:
-        return {"model": "threshold", "device": "cpu", "versions": {"torch": "x", "nnunetv2": "y"}}
+    def describe(self) -> ModelRecord:
+        return ModelRecord(
+            model="threshold",
+            folder="-",
+            trainer="-",
+            plans="-",
+            configuration="-",
+            input_orientation="stored array order",
+            folds=("all",),
+            checkpoint_sha256={},
+            licence="-",
+            tta=False,
+            device="cpu",
+            tile_step_size=0.5,
+            inference="threshold at 0 HU",
+            precision="fp32",
+        )
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": "x", "nnunetv2": "y"}
+
+
+def run(settings, scans, make_segmenter, **kwargs):
+    """participant.run with the stand-in's strategy name."""
+    return participant.run(settings, scans, make_segmenter, inference="threshold", **kwargs)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -63,13 +90,11 @@ def test_defaces_every_scan_and_leaves_raw_untouched(dataset):
     raw_before = _tree(settings.bids_dir)
     seg = ThresholdSegmenter()
     results = run(settings, scans, lambda: seg)
-    assert [r.status for r in results] == [DEFACED] * 3
+    assert [r.status for r in results] == [Status.DEFACED] * 3
     assert _tree(settings.bids_dir) == raw_before
     for rel in CT_RELPATHS:
         src = nib.load(str(settings.bids_dir / rel))
         scan = next(s for s in scans if s.relpath == rel)
-        from ctadeface.outputs import output_paths
-
         paths = output_paths(settings.output_dir, scan)
         out = nib.load(str(paths.defaced))
         mask = np.asanyarray(nib.load(str(paths.mask)).dataobj).astype(bool)
@@ -88,30 +113,30 @@ def test_rerun_skips_without_loading_the_model_and_overwrite_redoes(dataset):
         raise AssertionError("the model was loaded for up-to-date outputs")
 
     results = run(settings, scans, must_not_load)
-    assert [r.status for r in results] == [SKIPPED] * 3
+    assert [r.status for r in results] == [Status.SKIPPED] * 3
     assert _tree(settings.output_dir) == before
     seg = ThresholdSegmenter()
     again = run(dataclasses.replace(settings, overwrite=True), scans, lambda: seg)
-    assert [r.status for r in again] == [DEFACED] * 3 and seg.calls == 3
+    assert [r.status for r in again] == [Status.DEFACED] * 3 and seg.calls == 3
 
 
 def test_one_bad_scan_does_not_stop_the_others(dataset):
     settings, scans = dataset
     broken = dataclasses.replace(scans[0], problem=f"{scans[0].path}: sidecar is not valid JSON")
     results = run(settings, [broken, *scans[1:]], ThresholdSegmenter)
-    assert [r.status for r in results] == [FAILED, DEFACED, DEFACED]
+    assert [r.status for r in results] == [Status.FAILED, Status.DEFACED, Status.DEFACED]
     assert "sidecar is not valid JSON" in results[0].message
 
     seg = ThresholdSegmenter(fail_on="second")
     results = run(dataclasses.replace(settings, overwrite=True), scans, lambda: seg)
-    assert [r.status for r in results] == [DEFACED, FAILED, DEFACED]
+    assert [r.status for r in results] == [Status.DEFACED, Status.FAILED, Status.DEFACED]
     assert "RuntimeError" in results[1].message and str(scans[1].path) in results[1].message
 
 
 def test_dry_run_writes_nothing(dataset):
     settings, scans = dataset
     results = run(dataclasses.replace(settings, dry_run=True), scans, ThresholdSegmenter)
-    assert [r.status for r in results] == [PLANNED] * 3
+    assert [r.status for r in results] == [Status.PLANNED] * 3
     assert not settings.output_dir.exists()
 
 
@@ -148,14 +173,21 @@ class FlagSecond:
             original_hu[~mask], defaced_hu[~mask]
         )
         p_after = 0.95 if self.calls == 2 else 0.1
-        status = "face-detected" if p_after >= 0.5 else "defaced"
-        verdict = {"status": status, "face_p_before": 0.99, "face_p_after": p_after}
+        verdict = Verification(
+            status=Status.FACE_DETECTED if p_after >= 0.5 else Status.DEFACED,
+            face_p_before=0.99,
+            face_p_after=p_after,
+            facenet_similarity=None,
+            facenet_note="not available",
+            detections_before=15,
+            detections_after=1 if p_after >= 0.5 else 0,
+            face_threshold=0.5,
+            per_render=(),
+        )
         return verdict, b"\x89PNG fake figure"
 
 
 def test_verification_flags_a_surviving_face_and_keeps_its_outputs(dataset):
-    from ctadeface.outputs import output_paths, read_provenance
-
     settings, scans = dataset
     results = run(settings, scans, ThresholdSegmenter, make_verifier=FlagSecond)
     assert [r.status for r in results] == ["defaced", "face-detected", "defaced"]
@@ -163,7 +195,8 @@ def test_verification_flags_a_surviving_face_and_keeps_its_outputs(dataset):
         paths = output_paths(settings.output_dir, scan)
         assert paths.figure.read_bytes() == b"\x89PNG fake figure" and paths.defaced.is_file()
     prov = read_provenance(output_paths(settings.output_dir, scans[1]).defaced_json)
-    assert prov["Status"] == "face-detected" and prov["Verification"]["face_p_after"] == 0.95
+    assert prov is not None and prov.verification is not None
+    assert prov.status == Status.FACE_DETECTED and prov.verification.face_p_after == 0.95
 
 
 def test_changed_request_redoes_the_scan(dataset):
@@ -171,23 +204,46 @@ def test_changed_request_redoes_the_scan(dataset):
     run(settings, scans, ThresholdSegmenter)
     seg = ThresholdSegmenter()
     results = run(dataclasses.replace(settings, fill="air"), scans, lambda: seg)
-    assert [r.status for r in results] == [DEFACED] * 3 and seg.calls == 3
+    assert [r.status for r in results] == [Status.DEFACED] * 3 and seg.calls == 3
     results = run(
         dataclasses.replace(settings, fill="air"), scans, lambda: seg, model_key={"a": "b"}
     )
-    assert [r.status for r in results] == [DEFACED] * 3 and seg.calls == 6
+    assert [r.status for r in results] == [Status.DEFACED] * 3 and seg.calls == 6
 
 
-def test_postprocess_grows_the_mask_and_is_recorded(dataset):
-    from ctadeface.outputs import output_paths, read_provenance
+def _head_slab(relpath: str) -> nib.Nifti1Image:
+    """40 mm of air in front of 20 mm of tissue (40 HU) holding a bone block (1000 HU), 1 mm."""
+    hu = np.full((40, 40, 40), -1000, np.int16)
+    hu[:, :20, :] = 40
+    hu[16:24, 4:10, 16:24] = 1000
+    return nib.Nifti1Image(hu, np.eye(4))
 
-    settings, scans = dataset
-    plain = run(settings, scans[:1], ThresholdSegmenter)
-    grown = run(dataclasses.replace(settings, postprocess=True), scans[:1], ThresholdSegmenter)
-    assert plain[0].status == grown[0].status == DEFACED
-    prov = read_provenance(output_paths(settings.output_dir, scans[0]).defaced_json)
-    assert prov["PostProcessing"]["margin"]["margin_mm"] > 0
-    assert prov["Request"]["PostProcess"] is True
+
+def test_postprocess_grows_the_mask_and_is_recorded(tmp_path):
+    bids = make_bids_dataset(tmp_path / "bids", _head_slab)
+    settings = Settings(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant")
+    scan = find_scans(bids)[0]
+    paths = output_paths(settings.output_dir, scan)
+    hu = np.asanyarray(_head_slab(scan.relpath).dataobj)
+
+    def mask() -> np.ndarray:
+        return np.asanyarray(nib.load(str(paths.mask)).dataobj).astype(bool)
+
+    assert run(settings, [scan], ThresholdSegmenter)[0].status == Status.DEFACED
+    plain = mask()
+    np.testing.assert_array_equal(plain, hu > 0)  # the stand-in's mask, as drawn
+    grown = run(dataclasses.replace(settings, postprocess=True), [scan], ThresholdSegmenter)
+    assert grown[0].status == Status.DEFACED
+    post = mask()
+    tissue = plain & (hu <= 600)
+    assert (post & tissue).sum() == tissue.sum() and not (post & (hu > 600)).any()
+    added = post & ~plain
+    assert added.any() and (hu[added] == -1000).all()  # the margin lies in the air
+    assert np.flatnonzero(added.any(axis=(0, 2))).tolist() == list(range(20, 28))  # 8 mm
+    prov = read_provenance(paths.defaced_json)
+    assert prov is not None and prov.post_processing is not None
+    assert prov.post_processing.margin is not None and prov.post_processing.margin.margin_mm == 8
+    assert prov.request.post_process is True
 
 
 def test_unreadable_inputs_never_load_the_model(dataset):
@@ -199,7 +255,7 @@ def test_unreadable_inputs_never_load_the_model(dataset):
         raise AssertionError("the model was loaded although no input could be read")
 
     results = run(settings, scans, must_not_load)
-    assert [r.status for r in results] == [FAILED] * 3
+    assert [r.status for r in results] == [Status.FAILED] * 3
     assert all("empty file" in r.message for r in results)
 
 

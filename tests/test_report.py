@@ -15,6 +15,8 @@ import pytest
 
 from ctadeface.discover import Scan
 from ctadeface.report import COLUMNS, group_report_html, group_table, to_tsv
+from ctadeface.status import Status
+from tests import records
 
 # A valid 1x1 PNG (gray pixel).
 PNG = base64.b64decode(
@@ -41,26 +43,11 @@ def _scan(sub: str, ses: str | None = None) -> Scan:
     )
 
 
-def _prov(status: str, p_after: float) -> dict:
-    return {
-        "Status": status,
-        "MaskVolumeMl": 123.456,
-        "DurationSeconds": 2.5,
-        "Fill": {"ValueHU": -1000.0},
-        "Model": {"model": "open", "device": "cpu"},
-        "Verification": {
-            "face_p_before": 0.999,
-            "face_p_after": p_after,
-            "facenet_similarity": None,
-        },
-    }
-
-
 def _rows():
     pairs = [
-        (_scan("01"), _prov("defaced", 0.1)),
+        (_scan("01"), records.provenance(Status.DEFACED, 0.1)),
         (_scan("02", "a"), None),
-        (_scan("03"), _prov("face-detected", 0.93)),
+        (_scan("03"), records.provenance(Status.FACE_DETECTED, 0.93)),
     ]
     return group_table(pairs)
 

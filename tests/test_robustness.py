@@ -52,7 +52,7 @@ SHAPE, SPACING = (48, 52, 44), (4.0, 4.0, 4.0)
 
 def phantom_hu(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(HU float32 array (i, j, k), 4x4 affine voxel -> RAS+ mm) of a synthetic CTA head."""
-    from ctadeface.phantom import make_phantom
+    from ctadeface.training.phantom import make_phantom
 
     p = make_phantom(seed, shape=SHAPE, spacing=SPACING)
     return p.hu(), p.affine
@@ -436,7 +436,7 @@ def test_odd_but_valid_input_is_defaced_keeping_dtype_scaling_and_header(inputs,
 def test_no_face_in_the_field_of_view_is_recorded_not_a_crash(tmp_path, capsys, monkeypatch):
     """The tiny model marks a few voxels even in air, so the model's answer for the no-face scan
     is forced empty here; what is tested is how the app records an empty mask."""
-    from ctadeface.segment import FaceSegmenter
+    from ctadeface.segment.segmenter import FaceSegmenter
 
     real = FaceSegmenter.predict
 
@@ -674,8 +674,8 @@ def test_registry_model_with_a_wrong_sha256_is_refused_before_loading(
     capsys, small, tmp_path, monkeypatch
 ):
     """A pinned registry model whose checkpoint was swapped (same size, other bytes, hostile)."""
-    from ctadeface import models
     from ctadeface.io import sha256_file
+    from ctadeface.segment import models
 
     entry_rel = "Dataset900_TinyFace/nnUNetTrainer__nnUNetPlans__3d_fullres"
     folder = _copy_tiny(tmp_path / "models" / "pinned" / entry_rel)
@@ -940,7 +940,7 @@ def nifti_files(draw) -> tuple[bytes, str]:
 @given(nifti_files())
 def test_load_ct_either_loads_or_raises_input_error(case):
     """And what it accepts goes through fill and write and reads back identical."""
-    from ctadeface.deface import apply_fill, choose_fill
+    from ctadeface.deface.fill import apply_fill, choose_fill
     from ctadeface.io import write_image_atomic
 
     content, name = case

@@ -1,0 +1,10 @@
+"""Deface: turn a segmented face into a defaced image.
+
+``postprocess`` (the fixed post-processing of the mask), ``margin`` (its air margin),
+``skull`` (what the skull encloses, never masked), ``fill`` (what replaces the masked voxels).
+"""
+
+from ctadeface.deface.fill import FILL_POLICIES, Fill, apply_fill, choose_fill
+from ctadeface.deface.postprocess import PostProcess, postprocess
+
+__all__ = ["FILL_POLICIES", "Fill", "PostProcess", "apply_fill", "choose_fill", "postprocess"]

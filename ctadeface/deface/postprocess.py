@@ -1,0 +1,137 @@
+"""The fixed post-processing of a face mask (``docs/mask-definition.md``): keep the mask's
+tissue, add the air margin in front of it, drop bone, what lies far from the patient and what the
+skull encloses.
+
+HU and mm throughout; ``mask`` and ``hu`` share shape and axes (i, j, k) as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ctadeface.body import Volume, body_cells, occupied
+from ctadeface.deface.margin import MarginParams, with_margin
+from ctadeface.deface.skull import SkullParams, intracranial
+from ctadeface.hu import BODY_HU, BONE_HU
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """The fixed mask post-processing of mask-definition.md (HU and mm).
+
+    Attributes:
+        bone_hu: voxels above this are bone or teeth and are never masked (enhanced facial
+            vessels, 200-500 HU, stay in the mask).
+        air_hu: voxels below this count as air (the margin is air; the tissue is not).
+        margin: the air margin in front of the mask's tissue ("bulky masks are good masks":
+            the filled region must not trace the face). It is computed from the tissue, not
+            taken from the network (:func:`ctadeface.deface.margin.with_margin`: outside air whose
+            nearest patient voxel is the mask's tissue, as in the phantoms' exact mask); the
+            network's own mask off the patient stays only within the margin's reach of the
+            patient, and air the patient encloses never stays. None keeps the network's mask as
+            drawn.
+        body_reach_mm: mask voxels farther than this from the patient (the largest connected
+            part above ``air_hu``, sampled on ~4 mm cells, as the fast path finds it) are not
+            face and are dropped (network false positives in the air, on a table or a wrap);
+            0 keeps them.
+        skull: voxels that the skull encloses (brain, CSF, intracranial vessels:
+            :func:`ctadeface.deface.skull.intracranial` with these parameters) are dropped from the
+            mask, whatever the model drew; None keeps them.
+    """
+
+    bone_hu: float = BONE_HU
+    air_hu: float = BODY_HU
+    margin: MarginParams | None = field(default_factory=MarginParams)
+    body_reach_mm: float = 30.0
+    skull: SkullParams | None = field(default_factory=SkullParams)
+
+
+def postprocess(
+    mask: np.ndarray,
+    hu: Volume,
+    spacing: tuple[float, float, float],
+    params: PostProcess = PostProcess(),
+) -> np.ndarray:
+    """Keep the mask's tissue, add the air margin in front of it (``params.margin``), drop bone,
+    what lies beyond ``body_reach_mm`` of the patient and what the skull encloses; a new bool
+    array.
+
+    ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
+    bounding box of the mask (plus the margin) is processed, so large scans stay cheap; ``hu``
+    may be a :class:`~ctadeface.io.HUView`, converted one slab at a time.
+    """
+    if mask.shape != hu.shape:
+        raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
+    if not mask.any():
+        return mask.copy()
+    reach, strides = 0.0, [1, 1, 1]
+    if params.margin is not None:
+        reach, strides = params.margin.reach_mm(spacing), params.margin.strides(spacing)
+    pad = [int(np.ceil(reach / s)) + n for s, n in zip(spacing, strides, strict=True)]
+    box = tuple(
+        slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
+        for idx, p, n in zip(occupied(mask), pad, mask.shape, strict=True)
+    )
+    sub_mask = mask[box]
+    if params.body_reach_mm > 0:
+        sub_mask = sub_mask & _near_body(hu, spacing, box, params)
+    air, keep = _classify(hu, box, params)
+    out = np.zeros_like(mask, dtype=bool)
+    if params.margin is not None:
+        out[box] = with_margin(sub_mask & keep, ~air, spacing, params.margin) & keep
+    else:
+        out[box] = sub_mask & keep
+    if params.skull is not None:
+        inside = intracranial(hu, spacing, params.skull)
+        if inside is not None:
+            dropped = inside.clear(out[box], box)
+            if dropped:
+                log.info("post-processing: %d mask voxels inside the skull dropped", dropped)
+    return out
+
+
+def _classify(
+    hu: Volume, box: tuple[slice, ...], params: PostProcess
+) -> tuple[np.ndarray, np.ndarray]:
+    """(air, not bone) on ``box``: HU below ``air_hu``, and at most ``bone_hu``; read in slabs
+    so that no float32 copy of the whole box is made."""
+    shape = tuple(b.stop - b.start for b in box)
+    # Fortran order, as NIfTI data and the masks made from them: slabs along the last axis are
+    # contiguous, and no later operation has to mix memory orders
+    air, keep = np.empty(shape, bool, order="F"), np.empty(shape, bool, order="F")
+    last = box[2]
+    for start in range(last.start, last.stop, 16):
+        stop = min(last.stop, start + 16)
+        local = slice(start - last.start, stop - last.start)
+        values = np.asarray(hu[(box[0], box[1], slice(start, stop))])
+        np.less(values, params.air_hu, out=air[..., local])
+        np.less_equal(values, params.bone_hu, out=keep[..., local])
+    return air, keep
+
+
+def _near_body(
+    hu: Volume,
+    spacing: tuple[float, float, float],
+    box: tuple[slice, ...],
+    params: PostProcess,
+) -> np.ndarray:
+    """Voxels of ``box`` within ``params.body_reach_mm`` of the patient's body cells (a voxel
+    takes the distance of its nearest cell)."""
+    found = body_cells(hu, spacing, params.air_hu)
+    if found is None:
+        return np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+    cells, steps = found
+    sampling = [st * s for st, s in zip(steps, spacing, strict=True)]
+    distance = ndimage.distance_transform_edt(~cells, sampling=sampling)
+    index = [
+        np.clip(np.floor(np.arange(b.start, b.stop) / st + 0.5).astype(int), 0, n - 1)
+        for b, st, n in zip(box, steps, cells.shape, strict=True)
+    ]
+    near = (distance <= params.body_reach_mm).T  # bool: 1 byte per voxel
+    return near[np.ix_(*index[::-1])].T  # gathered in reverse axis order: Fortran order

@@ -1,0 +1,79 @@
+"""Typed records for tests that need a scan's provenance without running the pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ctadeface.deface import Fill, PostProcess
+from ctadeface.provenance import ModelRecord, OutputHashes, Provenance, Request
+from ctadeface.status import Status
+from ctadeface.verify.verdict import RenderScore, Verification
+
+
+def request(**changes: Any) -> Request:
+    base = Request(
+        input_sha256="in",
+        model_checkpoint_sha256=("ckpt",),
+        fill="p10",
+        tta=False,
+        inference="fast, precision auto",
+        post_process=True,
+        verified=True,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def model() -> ModelRecord:
+    return ModelRecord(
+        model="open",
+        folder="/models/open",
+        trainer="nnUNetTrainer",
+        plans="nnUNetPlans",
+        configuration="3d_fullres",
+        input_orientation="RAS",
+        folds=("all",),
+        checkpoint_sha256={"fold_all/checkpoint_final.pth": "ckpt"},
+        licence="Apache-2.0",
+        tta=False,
+        device="cpu",
+        tile_step_size=0.5,
+        inference="fast",
+        precision="fp32",
+    )
+
+
+def verification(status: Status = Status.DEFACED, p_after: float = 0.1) -> Verification:
+    return Verification(
+        status=status,
+        face_p_before=0.999,
+        face_p_after=p_after,
+        facenet_similarity=None,
+        facenet_note="not available: FaceNet weights not found",
+        detections_before=15,
+        detections_after=int(p_after >= 0.7),
+        face_threshold=0.5,
+        per_render=(RenderScore(-300.0, 0.0, 0.999, p_after),),
+    )
+
+
+def provenance(
+    status: Status = Status.DEFACED, p_after: float | None = 0.1, **changes: Any
+) -> Provenance:
+    """A provenance record; ``p_after`` None: verification off."""
+    base = Provenance(
+        software={"ctadeface": "0", "torch": "2"},
+        model=model(),
+        fill=Fill(policy="p10", value_hu=-1000.0, noise_std_hu=0.0, stored_value=-1000.0),
+        post_processing=PostProcess(),
+        verification=None if p_after is None else verification(status, p_after),
+        start_time="2026-01-01T00:00:00+00:00",
+        duration_seconds=2.5,
+        input_sha256="in",
+        request=request(),
+        output_sha256=OutputHashes(defaced="d", mask="m"),
+        mask_voxels=1000,
+        mask_volume_ml=123.456,
+        status=status,
+    )
+    return dataclasses.replace(base, **changes)
