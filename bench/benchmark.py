@@ -16,7 +16,7 @@ head of ../shared/data when present), alternating A/B/C within each repetition:
 - (b) reference, as the upstream CTA-DEFACE script does it: ``nnUNetv2_predict_from_modelfolder``
   on a temp folder holding a ``_0000.nii.gz`` copy, then ``get_fdata``, fill with the 10th
   percentile, save as float64; same model folder, device and TTA setting (off). For a model that
-  declares an input orientation (``open`` since 0.4: RAS) the temp copy is the image turned to it
+  declares an input orientation (``open``: RAS) the temp copy is the image turned to it
   (``as_reoriented``, saved) and the mask is turned back, as anyone running nnU-Net on that model
   must do;
 - (c) I/O floor: read the source and write one int16 image and one uint8 mask of the same grid
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda t: tuple(int(n) for n in t.split(",")),
         default=(512, 512, 300),
         help="voxels i,j,k of the phantom (default 512,512,300; smaller only to smoke-test this "
-        "script: such results measure nothing the issue asks for)",
+        "script: such results say nothing about a CTA-sized scan)",
     )
     args = p.parse_args(argv)
 

@@ -21,10 +21,9 @@ c. OpenKBP validation patients: are the nose tip, the lips and the chin inside t
    anterior skin point of the mid-sagittal profile, 2 mm inside the skin). On the stored grid a
    landmark's voxel must hold some of the patient and no radiopaque matter (-900 to 600 HU);
    one that does not (on a radiopaque skin marker, in air) moves to the first such voxel behind
-   it, up to one voxel diagonal, or is off the patient (not counted) when there is none (since
-   session 9). Until session 5 the
-   lips were the midpoint of nose tip and chin (often in the air beyond the mask's margin) and
-   the chin was the bony menton when no pogonion was seen (bone, outside any correct mask).
+   it, up to one voxel diagonal, or is off the patient (not counted) when there is none. Soft-
+   tissue points, not the midpoint of nose tip and chin (often in the air beyond the mask's
+   margin) nor the bony menton (bone, outside any correct mask).
 d. Robustness: every OpenKBP CT segmented in process (errors counted, mask volumes), plus a
    brain-only crop (a real head above its orbits), a neck-only crop (an OpenKBP CT below the
    chin) and a synthetic abdomen: their masks should be empty or tiny (a top crop of a full head

@@ -11,7 +11,7 @@
 #    the published architecture, random weights), runs bench.benchmark with --device cuda
 #    for the open model and the stand-in on the CTA-sized phantom, and writes *-results.md/json and the log under $OUT.
 #
-# Targets (issue "Fast"): <= 3 s per 512x512x300 CTA after model load, for both models.
+# Targets: <= 3 s per 512x512x300 CTA after model load, for both models.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$HERE"

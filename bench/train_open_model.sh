@@ -16,7 +16,7 @@
 # drawn 60 % from the phantoms, 40 % from the other cases (--phantom-share). Every case is turned
 # to RAS (--orientation RAS; the model folder declares it, the app turns scans the same way) and
 # patches are mirrored left-right half the time (--mirror-axes 2).
-# Budget: <= 2 h on 2 CPU cores (model 0.4: 60.5 min with cached labels, about 69 min labelling
+# Budget: <= 2 h on 2 CPU cores (the shipped model: 60.5 min with cached labels, about 69 min labelling
 # afresh: ~8 min labels, ~7 min phantoms and preprocessing, then ~0.53 s per iteration). ITERATIONS, PHANTOMS, FACE_FREE, REAL_LIMIT,
 # PHANTOM_SHARE and LABELS override the defaults (smoke test: ITERATIONS=50 PHANTOMS=4 REAL_LIMIT=4 FACE_FREE=4). The model folder is
 # OUT/Dataset902_OpenFace/nnUNetTrainer__nnUNetPlans__3d_fullres; copy it to

@@ -19,6 +19,7 @@ from ctadeface.provenance import ModelRecord
 from ctadeface.settings import Settings
 from ctadeface.status import Status
 from ctadeface.verify.verdict import Verification
+from tests import records
 from tests.bidsfixture import CT_RELPATHS, make_bids_dataset
 
 
@@ -44,22 +45,7 @@ class ThresholdSegmenter:
         return volume * slope + inter > 0
 
     def describe(self) -> ModelRecord:
-        return ModelRecord(
-            model="threshold",
-            folder="-",
-            trainer="-",
-            plans="-",
-            configuration="-",
-            input_orientation="stored array order",
-            folds=("all",),
-            checkpoint_sha256={},
-            licence="-",
-            tta=False,
-            device="cpu",
-            tile_step_size=0.5,
-            inference="threshold at 0 HU",
-            precision="fp32",
-        )
+        return dataclasses.replace(records.model(), model="threshold", inference="> 0 HU")
 
     def versions(self) -> dict[str, str]:
         return {"torch": "x", "nnunetv2": "y"}

@@ -75,8 +75,8 @@ class MarginParams:
         or on coarse cells at least ``min_mm`` plus the diagonal of a cell less one voxel (a
         voxel centre lies within half of it from its cell's centre, so two voxels' distance and
         their cells' distance differ by at most that diagonal). Only pooled axes add to it: a
-        0.7 x 3 x 3 mm grid on 2 x 1 x 1 cells reaches max(8, 5 + 0.7) = 8 mm; with the whole
-        cell's diagonal it reached 9.5 mm, a margin 1.5 mm too thick."""
+        0.7 x 3 x 3 mm grid on 2 x 1 x 1 cells reaches max(8, 5 + 0.7) = 8 mm (the whole cell's
+        diagonal would give 9.5 mm, a margin 1.5 mm too thick)."""
         strides = self.strides(spacing)
         if strides == [1, 1, 1]:
             return self.margin_mm
@@ -182,8 +182,8 @@ def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.n
     survives the opening.
 
     A ball, not a box: a box's corners do not fit into rounded skin (nose, lips, chin), so a
-    box opening took about a voxel of skin off there (on a 2.7 x 1.3 x 2.7 mm phantom 844 skin
-    voxels, the ball 471), and the margin measured from that shaved patient fell short of the
+    box opening takes about a voxel of skin off there (on a 2.7 x 1.3 x 2.7 mm phantom 844 skin
+    voxels, the ball 471), and the margin measured from that shaved patient falls short of the
     8 mm in front of the skin by as much.
     """
     radius = _radius(thin_mm, spacing)

@@ -78,7 +78,7 @@ class RegistryEntry:
     """A model the app knows by name.
 
     ``files`` pins ``relpath`` (relative to the trained-model folder) -> (size in bytes, sha256);
-    it may be empty (our own ``open`` model until it is built). ``home`` is where the model is
+    it may be empty (a model whose files are not pinned). ``home`` is where the model is
     normally installed (the Docker image or the package); every search root is searched.
     ``postprocess``: whether the app applies the fixed post-processing of mask-definition.md
     (``deface.postprocess``) to this model's masks by default (our own model was designed

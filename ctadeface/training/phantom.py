@@ -12,9 +12,9 @@ The face mask follows ``docs/mask-definition.md``: soft tissue (skin, fat, muscl
 the anterior orbit, facial arteries) in front of the facial skeleton, from 40 mm above the
 supraorbital rims down to the hyoid, laterally to 10 mm in front of the tragus, plus an 8 mm
 margin of outside air in front of that skin: the air within 8 mm of the body, measured in world
-millimetres on the grid (Euclidean, between voxel centres), not by the shapes' approximate
-template distances, which stretched it to 8-15 mm (before session 5). Bone, teeth,
-intracranial content, cavities and airway, ears and neck vessels are never in it.
+millimetres on the grid (Euclidean, between voxel centres; the shapes' approximate template
+distances would stretch it to 8-15 mm). Bone, teeth, intracranial content, cavities and airway,
+ears and neck vessels are never in it.
 
 Array order is "as on disk": the array index (i, j, k) maps to world RAS+ mm by ``affine``. The
 voxel order (axis permutation and flips), spacing, storage dtype and scaling are drawn at random
