@@ -259,11 +259,6 @@ def run_baseline(work: Path, model: str, device: str) -> dict:
     return _measure([PY, str(script), model, str(work / "cache"), device])
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -366,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             "a/b process": med["a"] / med["b"],
             "a/c process": med["a"] / med["c"],
         }
+        from ctadeface.training.train import dice
+
         res["dice_a_b"] = dice(masks["a"], masks["b"])
         res["dice_a_b_postprocessed"] = dice(masks["a_post"], b_post)
         res["input_mib"] = os.path.getsize(source) / 2**20

@@ -43,6 +43,7 @@ from bench import RESULTS, SHARED_DATA, WORK
 from bench.evaluate_open_model import intracranial
 from ctadeface.deface import apply_fill, choose_fill, postprocess
 from ctadeface.errors import ModelError
+from ctadeface.hu import BODY_HU
 from ctadeface.io import CTImage, load_ct
 from ctadeface.segment.models import resolve_model
 
@@ -59,7 +60,7 @@ def world_coordinates(image: CTImage, axis: int) -> np.ndarray:
 
 def box_mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
     """The lower-face box described in the module docstring (bool, image shape)."""
-    body = hu > -500.0
+    body = hu > BODY_HU
     bone = hu > 300.0
     x, y, z = (world_coordinates(image, a) for a in range(3))
     if not bone.any() or not body.any():

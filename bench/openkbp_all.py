@@ -68,17 +68,18 @@ def build_dataset(root: Path, images: list[Path]) -> dict[str, Path]:
 
 def outcome(out: Path, label: str, errors: list[str]) -> tuple[str, str]:
     """(status, detail) of one participant after the run."""
+    from ctadeface.outputs import read_provenance
+    from ctadeface.status import Status
+
     sidecar = out / f"sub-{label}" / "anat" / f"sub-{label}_desc-defaced_ct.json"
     if sidecar.is_file():
-        from ctadeface.outputs import read_provenance
-
         prov = read_provenance(sidecar)
         if prov is None:
             return "unreadable sidecar", str(sidecar)
         return str(prov.status), f"mask {prov.mask_volume_ml} ml"
     named = [line for line in errors if f"sub-{label}_" in line or f"sub-{label}/" in line]
     if len(named) == 1:
-        return "failed", named[0]
+        return Status.FAILED, named[0]
     return "no outcome", f"{len(named)} error lines name it"
 
 

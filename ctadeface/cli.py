@@ -150,7 +150,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
     """Validate parsed arguments into Settings; UsageError names what is wrong."""
-    from ctadeface.discover import load_filter_file, normalize_label
+    from ctadeface.discover import load_filter_file
 
     bids_dir = args.bids_dir.expanduser().resolve()
     output_dir = args.output_dir.expanduser().resolve()
@@ -171,8 +171,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
         bids_dir=bids_dir,
         output_dir=output_dir,
         analysis_level=args.analysis_level,
-        participant_labels=tuple(normalize_label(x, "sub") for x in args.participant_label),
-        session_labels=tuple(normalize_label(x, "ses") for x in args.session_label),
+        participant_labels=tuple(args.participant_label),
+        session_labels=tuple(args.session_label),
         bids_filters=MappingProxyType(dict(filters)),
         skip_validation=args.skip_bids_validation,
         model=args.model,

@@ -40,7 +40,8 @@ class Settings:
         bids_dir: the raw BIDS dataset (read only).
         output_dir: the derivatives dataset written by this tool.
         analysis_level: "participant" or "group".
-        participant_labels, session_labels: labels without ``sub-``/``ses-``; empty = all.
+        participant_labels, session_labels: labels as given, with or without ``sub-``/``ses-``
+            (``discover.find_scans`` checks them); empty = all.
         bids_filters: pybids query for CT images (the ``ct`` key of --bids-filter-file).
         skip_validation: skip the basic BIDS checks of the input dataset.
         model: registry name, trained-model folder or exported zip.

@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ctadeface.body import largest_component
+from ctadeface.hu import BODY_HU, BONE_HU, OUTSIDE_HU
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ class AnnotateParams:
 
     grid_mm: float = 2.0  # working grid spacing
     pose_grid_mm: float = 4.0  # grid of the symmetry (pose) search
-    body_hu: float = -500.0  # body/skin threshold
+    body_hu: float = BODY_HU  # body/skin threshold
     bone_front_hu: float = 300.0  # bone, on the working grid, for the bone front
-    bone_hu: float = 600.0  # never masked at the stored resolution (vessels are 200-500 HU)
+    bone_hu: float = BONE_HU  # never masked at the stored resolution (vessels are 200-500 HU)
     pad_below_hu: float = -1100.0  # lower values are padding outside the field of view
     fov_roundness: float = 0.95  # a constant border around a region this round is padding
     air_margin_mm: float = 8.0  # air kept in front of the skin (>= 5 mm by definition; phantoms: 8)
@@ -198,8 +199,8 @@ class _Grid:
 
 def _to_world_grid(hu: Arr, aff: Arr, g: float) -> _Grid | None:
     """Resample to an RAS grid of spacing g mm (linear, anti-aliased), padding -> -1024 HU."""
-    src = np.maximum(hu.astype(np.float32, copy=False), np.float32(-1024.0))
-    if float(src.max()) <= -500.0 or float(src.max()) - float(src.min()) < 200.0:
+    src = np.maximum(hu.astype(np.float32, copy=False), np.float32(OUTSIDE_HU))
+    if float(src.max()) <= BODY_HU or float(src.max()) - float(src.min()) < 200.0:
         return None
     spacing = np.sqrt((aff[:3, :3] ** 2).sum(0))
     size = [max(1, round(g / s)) for s in spacing]
@@ -227,7 +228,7 @@ def _resample(
     r = src.axes.T @ axes
     mat = r * (g / src.spacing)
     off = (src.axes.T @ (origin - src.origin) + r @ lo - src.lo) / src.spacing
-    out = ndi.affine_transform(src.data, mat, off, output_shape=shape, order=order, cval=-1024.0)
+    out = ndi.affine_transform(src.data, mat, off, output_shape=shape, order=order, cval=OUTSIDE_HU)
     return _Grid(out, origin, axes, lo, g)
 
 

@@ -27,7 +27,7 @@ from ctadeface.segment.segmenter import (
     choose_device,
     torch_settings,
 )
-from ctadeface.training.train import Case, TrainConfig, train
+from ctadeface.training.train import Case, TrainConfig, dice, train
 from tests import TINY_MODEL
 
 CLI = Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"
@@ -123,10 +123,6 @@ def test_exactly_what_nnunet_cli_gives(
     assert 0 < reference.sum() < reference.size / 2, "the test model must give a non-trivial mask"
     assert np.array_equal(mask, reference > 0)
     assert segmenter.describe().inference == "exact nnU-Net pipeline"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1, int(a.sum()) + int(b.sum()))
 
 
 @pytest.mark.parametrize("tta", [False, True])

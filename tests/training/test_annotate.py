@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 
 from ctadeface.training.annotate import AnnotateParams, annotate_face, annotate_face_landmarks
 from ctadeface.training.phantom import MASKABLE, Phantom, Shell, Tissue, make_phantom
+from ctadeface.training.train import dice
 from tests import VHP_HEAD
 
 # Plain heads (arterial phase, no shells, sheets or streaks): the annotator's validated setting.
@@ -26,10 +27,6 @@ VHP = VHP_HEAD
 NEVER = np.array(sorted(set(Tissue) - MASKABLE), np.uint8)
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
-
-
 @pytest.fixture(scope="module")
 def phantoms() -> dict[int, Phantom]:
     # random voxel orders, tilts up to 20 degrees, storages and head sizes
@@ -44,8 +41,8 @@ def masks(phantoms: dict[int, Phantom]) -> dict[int, np.ndarray]:
 def test_dice_against_phantom(phantoms: dict[int, Phantom], masks: dict[int, np.ndarray]) -> None:
     for s, p in phantoms.items():
         assert masks[s].shape == p.face.shape and masks[s].dtype == bool
-        assert _dice(masks[s], p.face) >= 0.85, (s, p.spec.rotation_deg, p.spec.axis_map)
-    mean = np.mean([_dice(masks[s], p.face) for s, p in phantoms.items()])
+        assert dice(masks[s], p.face) >= 0.85, (s, p.spec.rotation_deg, p.spec.axis_map)
+    mean = np.mean([dice(masks[s], p.face) for s, p in phantoms.items()])
     assert mean >= 0.88
 
 
@@ -114,7 +111,7 @@ def test_nose_cut_by_a_round_fov_is_not_mistaken_for_the_chin() -> None:
     # nothing outside the field of view, though its padding reads as air
     assert not (m & (p.tissue == Tissue.OUTSIDE_FOV)).any()
     # (0.744 since the phantom's margin is exact: 8 mm of air on voxels of up to 4 mm)
-    assert _dice(m, p.face) >= 0.72
+    assert dice(m, p.face) >= 0.72
 
 
 def test_head_tilted_back_with_the_nose_cut_by_the_fov_gets_a_mask() -> None:
@@ -130,7 +127,7 @@ def test_head_tilted_back_with_the_nose_cut_by_the_fov_gets_a_mask() -> None:
     m, lm = annotate_face_landmarks(hu, p.affine)
     assert lm.found and m.any()
     assert np.linalg.norm(lm.nose_tip - tip_true) < 25.0
-    assert _dice(m, face) >= 0.7
+    assert dice(m, face) >= 0.7
     # the stump of the nose: the last voxel row of the grid in front of the true tip
     ijk = np.linalg.solve(p.affine[:3, :3], tip_true - p.affine[:3, 3])
     i, k = (round(float(v)) for v in ijk[[0, 2]])
@@ -146,7 +143,7 @@ def test_air_margin_is_measured_from_the_skin_not_a_shell(phantoms: dict[int, Ph
     dist = ndi.distance_transform_edt(~body, sampling=p.spec.spacing)
     margin = AnnotateParams().air_margin_mm
     assert (mask & (dist > margin + 6.0)).sum() <= 0.002 * mask.sum()
-    assert _dice(mask, p.face) >= 0.85
+    assert dice(mask, p.face) >= 0.85
 
 
 def test_a_thicker_lateral_margin_only_adds_air(
@@ -178,9 +175,9 @@ def test_padding_outside_fov_and_ras_order() -> None:
     padded = make_phantom(p.spec, pad_value=-3024.0, fov_radius_frac=0.97)
     m0 = annotate_face(p.hu(), p.affine)
     m1 = annotate_face(padded.hu(), padded.affine)
-    assert _dice(m1, padded.face) >= 0.85
+    assert dice(m1, padded.face) >= 0.85
     assert not (m1 & (padded.tissue == Tissue.OUTSIDE_FOV)).any()
-    assert _dice(m0, m1) >= 0.9
+    assert dice(m0, m1) >= 0.9
 
 
 def test_deterministic(phantoms: dict[int, Phantom], masks: dict[int, np.ndarray]) -> None:

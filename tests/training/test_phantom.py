@@ -199,7 +199,8 @@ def test_labels_do_not_depend_on_the_grid_window() -> None:
 
 
 def test_air_margin_is_thick_in_front_of_masked_skin() -> None:
-    ndimage = pytest.importorskip("scipy.ndimage")
+    from scipy import ndimage
+
     sp = 2.0
     p = make_phantom(
         PhantomSpec(shape=(90, 100, 110), spacing=(sp,) * 3, fov_center_mm=(0, 20, -40))
@@ -214,7 +215,8 @@ def test_air_margin_is_thick_in_front_of_masked_skin() -> None:
 def test_air_margin_is_margin_mm_in_world_millimetres() -> None:
     # an anisotropically scaled head on an anisotropic grid: the mask's air reaches exactly
     # margin_mm from the body (it used to reach 8-15 mm by the shapes' template distances)
-    ndimage = pytest.importorskip("scipy.ndimage")
+    from scipy import ndimage
+
     spec = PhantomSpec(
         shape=(70, 64, 60),
         spacing=(2.5, 3.0, 3.5),

@@ -1,0 +1,56 @@
+"""Tests of ctadeface.verify.render: skin renders; their count, order and yaw, and that voxel
+order and spacing do not change them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctadeface.training.phantom import Phantom, make_phantom
+from ctadeface.verify import detect, render
+
+
+def test_renders_count_shape_order_and_yaw(checked: tuple) -> None:
+    _, before, _ = checked
+    assert len(before) == len(render.THRESHOLDS_HU) * len(render.YAWS_DEG) == 15
+    keys = [(r.threshold_hu, r.yaw_deg) for r in before]
+    assert keys == [(t, y) for t in render.THRESHOLDS_HU for y in render.YAWS_DEG]
+    for r in before:
+        assert r.image.dtype == np.uint8 and r.image.ndim == 2
+        assert max(r.image.shape) == render.RENDER_PX
+        assert (r.image == 0).any() and (r.image > 50).mean() > 0.2  # head on black
+    by = {(r.threshold_hu, r.yaw_deg): r.image for r in before}
+    a, b = by[(-300.0, 30.0)], by[(-300.0, -30.0)]
+    assert a.shape != b.shape or np.abs(a.astype(int) - b).mean() > 5
+
+
+def test_yaw_mirrors_and_front_is_anterior(phantom: Phantom, detector: detect.FaceDetector) -> None:
+    """The unposed phantom is left-right symmetric: yaw +30 and -30 silhouettes mirror each
+    other; the face is seen from the front, not from behind."""
+    renders = render.render_skin(phantom.hu(), phantom.affine, thresholds=(-300.0,), yaws=(-30, 30))
+    left, right = (r.image > 0 for r in renders)
+    assert left.shape == right.shape
+    iou = (left & right[:, ::-1]).sum() / (left | right[:, ::-1]).sum()
+    assert iou > 0.95
+    front = render.render_skin(phantom.hu(), phantom.affine, yaws=(-30, 0, 30))
+    back = render.render_skin(phantom.hu(), phantom.affine, yaws=(150, 180, 210))
+    assert max(detector.face_probabilities(front)) > 0.9
+    assert max(detector.face_probabilities(back)) < 0.5
+
+
+def test_voxel_order_does_not_change_the_render(phantom: Phantom) -> None:
+    ras = render.render_skin(phantom.hu(), phantom.affine, thresholds=(-300.0,), yaws=(0.0,))[0]
+    other = make_phantom(phantom.spec, axis_map=(2, 0, 1), flips=(True, False, True))
+    assert not np.array_equal(other.affine, phantom.affine)
+    pil = render.render_skin(other.hu(), other.affine, thresholds=(-300.0,), yaws=(0.0,))[0]
+    assert np.allclose(pil.frame.center_mm, ras.frame.center_mm, atol=1.0)
+    assert pil.crop == ras.crop and pil.image.shape == ras.image.shape
+    assert np.abs(pil.image.astype(int) - ras.image).mean() < 3.0
+
+
+def test_anisotropic_spacing_gives_a_similar_render(phantom: Phantom) -> None:
+    ras = render.render_skin(phantom.hu(), phantom.affine, thresholds=(-300.0,), yaws=(0.0,))
+    aniso = make_phantom(phantom.spec, shape=(132, 132, 66), spacing=(1.6, 1.6, 3.2))
+    r = render.render_skin(aniso.hu(), aniso.affine, thresholds=(-300.0,), yaws=(0.0,), like=ras)[0]
+    a, b = ras[0].image > 0, r.image > 0
+    assert (a & b).sum() / (a | b).sum() > 0.9
+    assert np.corrcoef(ras[0].image.ravel(), r.image.ravel())[0, 1] > 0.7
