@@ -6,9 +6,12 @@ Run by hand on a quiet machine (not in ``make test``)::
 
 Default scans: the 512x512x300 CTA-sized phantom that ``benchmark.py`` caches and the Visible
 Human head of ../shared/data. Stages as ``participant.deface_scan`` runs them: hash the input,
-read, segment (fast path), post-process, choose the fill, fill in place, write the mask, write
-the defaced image, hash the outputs. The first run of each scan warms caches and is dropped when
-there are more; the table gives the median of the rest. Writes ``stages.md`` under ``--out``.
+read, segment (fast path), post-process, choose the fill, fill, write the mask, write the
+defaced image, hash the outputs; with ``--verify`` also the verification's parts (renders
+before and after, the detectors before (MTCNN, dlib HOG) and after (also dlib's CNN), the
+descriptors and identity tests, the figure) and their sum against the defacing's. The first run
+of each scan warms caches and is dropped when there are more; the table gives the median of the
+rest. Writes ``stages.md`` (``stages_verify.md`` with ``--verify``) under ``--out``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess
 from ctadeface.io import load_ct, sha256_file, write_image_atomic
 from ctadeface.segment.models import resolve_model
 from ctadeface.segment.segmenter import FaceSegmenter, torch_settings
+from ctadeface.verify.figure import figure_png
+from ctadeface.verify.render import render_skin
+from ctadeface.verify.verdict import Verifier, caption
 
 STAGES = (
     "hash input",
@@ -38,10 +44,13 @@ STAGES = (
     "write image",
     "hash outputs",
 )
+VERIFY_STAGES = ("renders", "detect before", "detect after", "identity", "figure")
 
 
-def one_scan(segmenter: FaceSegmenter, path: Path, out: Path) -> dict[str, float]:
-    """Seconds per stage for one scan."""
+def one_scan(
+    segmenter: FaceSegmenter, path: Path, out: Path, verifier: Verifier | None = None
+) -> dict[str, float]:
+    """Seconds per stage for one scan (and its verification's, with a ``verifier``)."""
     times: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -63,7 +72,8 @@ def one_scan(segmenter: FaceSegmenter, path: Path, out: Path) -> dict[str, float
     lap("post-process")
     fill = choose_fill(image, "p10")
     lap("fill value")
-    defaced = apply_fill(image, mask, fill, in_place=True)
+    hu = image.hu() if verifier is not None else None
+    defaced = apply_fill(image, mask, fill, in_place=hu is None)
     lap("fill")
     write_image_atomic(out / "mask.nii.gz", mask.view(np.uint8), image)
     lap("write mask")
@@ -72,31 +82,56 @@ def one_scan(segmenter: FaceSegmenter, path: Path, out: Path) -> dict[str, float
     sha256_file(out / "mask.nii.gz")
     sha256_file(out / "defaced.nii.gz")
     lap("hash outputs")
+    if verifier is not None and hu is not None:
+        dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
+        clock = time.perf_counter()
+        before = render_skin(hu, image.affine)
+        after = render_skin(dhu, image.affine, like=before)
+        lap("renders")
+        faces_b = verifier.detector.detect(before, cnn=False)
+        lap("detect before")
+        faces_a = verifier.detector.detect(after, cnn=True)
+        lap("detect after")
+        result = verifier.judge(before, after, faces_b, faces_a)
+        lap("identity")
+        figure_png(before, after, mask, hu, image.affine, caption=caption(result))
+        lap("figure")
     return times
 
 
 def table(
-    scans: dict[str, Path], model: str, runs: int, threads: int | None, work: Path
+    scans: dict[str, Path],
+    model: str,
+    runs: int,
+    threads: int | None,
+    work: Path,
+    verify: bool = False,
 ) -> list[str]:
     """The markdown table of the stages' median seconds, one row per scan."""
     t0 = time.perf_counter()
     segmenter = FaceSegmenter(resolve_model(model, work / "cache"), device="cpu")
     load = time.perf_counter() - t0
+    verifier = Verifier() if verify else None
+    stages = STAGES + (VERIFY_STAGES if verify else ())
     lines = [
         f"Machine: {machine()}; model `{model}` (load {load:.2f} s, precision "
         f"{segmenter.precision}); threads {threads or 'all'}; median of {runs} runs "
         "after one warm-up run; seconds.",
         "",
-        "| scan | " + " | ".join(STAGES) + " | total |",
-        "|---|" + "---|" * (len(STAGES) + 1),
+        "| scan | " + " | ".join(stages) + " | total |" + (" verify / deface |" if verify else ""),
+        "|---|" + "---|" * (len(stages) + 1) + ("---|" if verify else ""),
     ]
     for name, path in scans.items():
         out = work / "stages"
         out.mkdir(exist_ok=True)
-        timed = [one_scan(segmenter, path, out) for _ in range(runs + 1)][1:]
-        medians = [statistics.median(r[s] for r in timed) for s in STAGES]
-        cells = " | ".join(f"{m:.2f}" for m in medians)
-        lines.append(f"| {name} | {cells} | {sum(medians):.2f} |")
+        timed = [one_scan(segmenter, path, out, verifier) for _ in range(runs + 1)][1:]
+        medians = {s: statistics.median(r[s] for r in timed) for s in stages}
+        cells = " | ".join(f"{medians[s]:.2f}" for s in stages)
+        row = f"| {name} | {cells} | {sum(medians.values()):.2f} |"
+        if verify:
+            deface = sum(medians[s] for s in STAGES)
+            row += f" {sum(medians[s] for s in VERIFY_STAGES) / deface:.2f} |"
+        lines.append(row)
         print(lines[-1], flush=True)
     return lines
 
@@ -109,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--work", type=Path, default=WORK)
+    p.add_argument("--verify", action="store_true", help="time the verification's parts too")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     scans = {s.name: s for s in args.scans} or make_inputs(args.work)
     with torch_settings(args.threads):
-        lines = table(scans, args.model, args.runs, args.threads, args.work)
+        lines = table(scans, args.model, args.runs, args.threads, args.work, args.verify)
     text = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stages.md").write_text(text)
+    (args.out / ("stages_verify.md" if args.verify else "stages.md")).write_text(text)
     print(text)
     return 0
 

@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"defaced images and masks: {out}/sub-*/anat/")
     print(f"group table: {out / 'group_ct.tsv'}")
     print(f"group report: {out / 'group_report.html'}")
-    if code == 1:  # the run finished; some scans failed or still show a face: say so, loudly
-        print("note: some scans were flagged (failed, or a face still detected): see the report")
+    if code == 1:  # the run finished; some scans failed or can still be recognised: say so
+        print("note: some scans failed or are still identifiable: see the report")
     return group_code
 
 

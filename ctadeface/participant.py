@@ -19,7 +19,14 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from ctadeface import __version__
-from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess
+from ctadeface.deface import (
+    PostProcess,
+    StrictParams,
+    apply_fill,
+    choose_fill,
+    postprocess,
+    strict_mask,
+)
 from ctadeface.discover import Scan
 from ctadeface.errors import CTADefaceError, InputError, ModelError, OutputError, UsageError
 from ctadeface.io import (
@@ -50,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: The fixed post-processing of mask-definition.md, applied when settings.postprocess is on.
 POSTPROCESS = PostProcess()
+#: The strict mode's cut (``--mask strict``).
+STRICT = StrictParams()
 
 
 class Segmenter(Protocol):
@@ -174,6 +183,7 @@ def run_request(
         input_sha256=input_sha256,
         model_checkpoint_sha256=tuple(sorted(model_key.values())),
         fill=settings.fill,
+        mask_mode=settings.mask_mode,
         tta=settings.tta,
         inference=inference,
         post_process=bool(settings.postprocess),
@@ -210,6 +220,8 @@ def deface_scan(
     mask = np.asarray(mask, dtype=bool)
     if settings.postprocess:
         mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
+    if settings.mask_mode == "strict":
+        mask = strict_mask(mask, image.hu_view(), image.spacing, image.affine, STRICT)
     fill = choose_fill(image, settings.fill)
     hu = image.hu() if verifier is not None else None  # the source, for the before renders
     seed = int(request.input_sha256[:8], 16)
@@ -226,13 +238,9 @@ def deface_scan(
         defaced_hu = replace(image, data=defaced).hu()
         verification, figure = verifier(hu, defaced_hu, mask, image.affine)
         del defaced_hu
-        if verification.status == Status.FACE_DETECTED:
-            status = Status.FACE_DETECTED
-            log.warning(
-                "%s: a face is still detected after defacing (p = %.2f); outputs kept for review",
-                scan.path,
-                verification.face_p_after,
-            )
+        if verification.status != Status.DEFACED:
+            status = verification.status
+            _warn(scan, verification)
 
     mask_sha256 = write_image_atomic(paths.mask, mask.view(np.uint8), image)
     write_text_atomic(paths.mask_json, to_json(mask_sidecar(scan)))
@@ -244,6 +252,7 @@ def deface_scan(
         model=segmenter.describe(),
         fill=fill,
         post_processing=POSTPROCESS if settings.postprocess else None,
+        strict=STRICT if settings.mask_mode == "strict" else None,
         verification=verification,
         start_time=started.isoformat(timespec="seconds"),
         duration_seconds=round(time.perf_counter() - t0, 3),
@@ -261,11 +270,46 @@ def deface_scan(
     gone = f"; removed from sidecar: {', '.join(removed)}" if removed else ""
     seen = ""
     if verification is not None:
-        seen = f", face p {verification.face_p_before:.2f} -> {verification.face_p_after:.2f}"
+        identity = verification.identity
+        seen = (
+            f", identity rank 1 on {identity.rank1_views}/{identity.views_tested} views "
+            f"(p {identity.p:.2g}), MTCNN p {verification.face_p_before:.2f} -> "
+            f"{verification.face_p_after:.2f}"
+        )
     return (
         status,
         f"mask {volume_ml:.1f} ml, fill {fill.policy} = {fill.value_hu:.0f} HU{seen}{gone}",
     )
+
+
+def _warn(scan: Scan, verification: Verification) -> None:
+    """One warning line for a scan whose verdict needs a look."""
+    identity = verification.identity
+    if verification.status == Status.IDENTIFIABLE:
+        log.warning(
+            "%s: still identifiable after defacing (rank 1 on %d of %d views, p %.2g); outputs "
+            "kept for review",
+            scan.path,
+            identity.rank1_views,
+            identity.views_tested,
+            identity.p,
+        )
+    elif verification.mask_mode == "strict":
+        log.warning(
+            "%s: a face detector still fires after strict defacing (MTCNN p %.2f, dlib faces on "
+            "%d renders); outputs kept for review",
+            scan.path,
+            verification.face_p_after,
+            verification.dlib_faces_after,
+        )
+    else:
+        log.info(
+            "%s: face-like after defacing (MTCNN p %.2f, dlib faces on %d renders) but not "
+            "identifiable: the facial skeleton the face mask keeps",
+            scan.path,
+            verification.face_p_after,
+            verification.dlib_faces_after,
+        )
 
 
 def run(

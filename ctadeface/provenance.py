@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from ctadeface.deface.fill import Fill
 from ctadeface.deface.postprocess import PostProcess
+from ctadeface.deface.strict import StrictParams
 from ctadeface.status import Status
 from ctadeface.verify.verdict import Verification
 
@@ -85,7 +86,7 @@ class Request:
     Attributes:
         input_sha256: of the source image file.
         model_checkpoint_sha256: the model's checkpoint sha256s, sorted.
-        fill: the fill policy; tta: test-time augmentation.
+        fill: the fill policy; mask_mode: ``face`` or ``strict``; tta: test-time augmentation.
         inference: ``exact`` or ``fast, precision P`` (the strategy the model runs).
         post_process: whether the post-processing ran; verified: whether verification ran.
     """
@@ -93,6 +94,7 @@ class Request:
     input_sha256: str
     model_checkpoint_sha256: tuple[str, ...]
     fill: str
+    mask_mode: str
     tta: bool
     inference: str
     post_process: bool
@@ -115,6 +117,7 @@ class Provenance:
         software: package -> version (ctadeface, torch, nnunetv2, ...).
         model: the model and how it ran; fill: what replaced the masked voxels.
         post_processing: its parameters, None when it was off.
+        strict: the strict cut's parameters, None in face mask mode.
         verification: the verdict, None with ``--no-verify``.
         start_time: ISO 8601, UTC; duration_seconds: the scan's wall time (model load apart).
         input_sha256: of the source; request: what the outputs were made from.
@@ -127,6 +130,7 @@ class Provenance:
     model: ModelRecord
     fill: Fill
     post_processing: PostProcess | None = field(metadata={ABSENT: "none"})
+    strict: StrictParams | None = field(metadata={ABSENT: "none"})
     verification: Verification | None = field(metadata={ABSENT: "not run (--no-verify)"})
     start_time: str
     duration_seconds: float

@@ -11,6 +11,7 @@ import base64
 import csv
 import html
 import io as _io
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,15 @@ COLUMNS = (
     "session_id",
     "source",
     "status",
+    "mask_mode",
     "mask_volume_ml",
     "fill_value",
+    "identity_rank1_views",
+    "identity_chance",
+    "identity_p",
     "face_p_before",
     "face_p_after",
+    "dlib_faces_after",
     "facenet_similarity",
     "seconds",
     "device",
@@ -55,14 +61,24 @@ def row_for(scan: Scan, provenance: Provenance | None) -> dict[str, str]:
     if provenance is None:
         row.update(dict.fromkeys(COLUMNS[4:], NA), status=Status.MISSING)
         return row
+    row.update(dict.fromkeys(COLUMNS[4:], NA))
     verification = provenance.verification
+    if verification is not None:
+        identity = verification.identity
+        row.update(
+            identity_rank1_views=f"{identity.rank1_views}/{identity.views_tested}",
+            identity_chance=_fmt(identity.chance, 4),
+            identity_p=f"{identity.p:.3g}",
+            face_p_before=_fmt(verification.face_p_before),
+            face_p_after=_fmt(verification.face_p_after),
+            dlib_faces_after=str(verification.dlib_faces_after),
+            facenet_similarity=_fmt(verification.facenet_similarity),
+        )
     row.update(
         status=provenance.status,
+        mask_mode=provenance.request.mask_mode,
         mask_volume_ml=_fmt(provenance.mask_volume_ml),
         fill_value=_fmt(provenance.fill.value_hu, 1),
-        face_p_before=_fmt(verification.face_p_before if verification else None),
-        face_p_after=_fmt(verification.face_p_after if verification else None),
-        facenet_similarity=_fmt(verification.facenet_similarity if verification else None),
         seconds=_fmt(provenance.duration_seconds, 2),
         device=_fmt(provenance.model.device),
         model=_fmt(provenance.model.model),
@@ -77,19 +93,25 @@ def read_provenance_for(
     return [(scan, read_provenance(output_paths(output_dir, scan).defaced_json)) for scan in scans]
 
 
-#: Order of statuses in the table and report: a surviving face first, done scans last.
-_STATUS_ORDER = {
-    Status.FACE_DETECTED: 0,
-    Status.MISSING: 1,
-    Status.MASK_EMPTY: 2,
-    Status.DEFACED: 4,
-}
+def urgency(row: Mapping[str, str]) -> int:
+    """Where a row goes in the table and report (0 first): identifiable, face-like in strict
+    mode, missing (not processed or failed), an empty mask, face-like in face mode (the kept
+    facial skeleton), defaced."""
+    status = Status(row["status"])
+    if status == Status.FACE_LIKE:
+        return 1 if row["mask_mode"] == "strict" else 4
+    return {Status.IDENTIFIABLE: 0, Status.MISSING: 2, Status.MASK_EMPTY: 3}.get(status, 5)
+
+
+def needs_a_look(row: Mapping[str, str]) -> bool:
+    """Rows a data steward should open: all but defaced scans and face-like ones in face mode."""
+    return urgency(row) < 4
 
 
 def group_table(pairs: Sequence[tuple[Scan, Provenance | None]]) -> list[dict[str, str]]:
-    """Rows sorted by urgency (face detected, missing, empty mask, other, defaced), then path."""
+    """Rows sorted by :func:`urgency`, then path."""
     rows = [row_for(scan, prov) for scan, prov in pairs]
-    return sorted(rows, key=lambda r: (_STATUS_ORDER.get(Status(r["status"]), 3), r["source"]))
+    return sorted(rows, key=lambda r: (urgency(r), r["source"]))
 
 
 def to_tsv(rows: Sequence[Mapping[str, str]]) -> str:
@@ -153,8 +175,12 @@ _HTML_COLUMNS = (
     ("participant_id", "participant", "text"),
     ("session_id", "session", "text"),
     ("status", "status", "text"),
-    ("face_p_before", "face p before", "num"),
-    ("face_p_after", "face p after", "num"),
+    ("mask_mode", "mask", "text"),
+    ("identity_rank1_views", "identity rank 1 (views)", "text"),
+    ("identity_p", "identity p", "num"),
+    ("face_p_before", "MTCNN p before", "num"),
+    ("face_p_after", "MTCNN p after", "num"),
+    ("dlib_faces_after", "dlib faces after", "num"),
     ("facenet_similarity", "FaceNet similarity", "num"),
     ("mask_volume_ml", "mask (ml)", "num"),
     ("fill_value", "fill (HU)", "num"),
@@ -168,7 +194,9 @@ def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, b
     """One self-contained page (no external resource): every scan's numbers and renders,
     problems first, columns sortable by clicking their header."""
     esc = html.escape
-    flagged = sum(r["status"] != Status.DEFACED for r in rows)
+    flagged = sum(needs_a_look(r) for r in rows)
+    counts = Counter(r["status"] for r in rows)
+    per_status = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     head = "".join(f'<th data-type="{kind}">{esc(title)}</th>' for _, title, kind in _HTML_COLUMNS)
     body = []
     for row in rows:
@@ -185,7 +213,7 @@ def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, b
             if png
             else '<span class="none">no renders (verification off or scan not processed)</span>'
         )
-        flag = ' class="flag"' if row["status"] != Status.DEFACED else ""
+        flag = ' class="flag"' if needs_a_look(row) else ""
         body.append(
             f"<tbody{flag}><tr>{cells}<td>{esc(row['source'])}</td></tr>"
             f'<tr class="pictures"><td colspan="{len(_HTML_COLUMNS) + 1}">{picture}</td></tr>'
@@ -195,8 +223,8 @@ def group_report_html(rows: Sequence[Mapping[str, str]], figures: Mapping[str, b
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>ctadeface group report</title>"
         f"<style>{_STYLE}</style></head><body>"
-        f"<h1>ctadeface group report</h1><p>{len(rows)} scan(s); {flagged} need a look "
-        "(listed first). Click a column header to sort.</p>"
+        f"<h1>ctadeface group report</h1><p>{len(rows)} scan(s): {esc(per_status)}; "
+        f"{flagged} need a look (listed first). Click a column header to sort.</p>"
         f'<table id="scans"><thead><tr>{head}<th data-type="text">source</th></tr></thead>'
         f"{''.join(body)}</table>"
         f"<script>{_SCRIPT}</script></body></html>\n"

@@ -16,6 +16,9 @@ DEVICES = ("auto", "cuda", "cpu")
 LEVELS = ("participant", "group")
 #: Network arithmetic of the fast strategy (``segment.segmenter.choose_precision``).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: What the mask removes (docs/mask-definition.md): the facial soft tissue (``face``, as
+#: CTA-DEFACE), or also the front of the facial skeleton (``strict``).
+MASK_MODES = ("face", "strict")
 
 
 def check_face_threshold(p: float) -> float:
@@ -47,6 +50,7 @@ class Settings:
         model: registry name, trained-model folder or exported zip.
         device: "auto", "cuda" or "cpu".
         fill: fill policy of ``ctadeface.deface.fill``.
+        mask_mode: ``face`` or ``strict`` (:data:`MASK_MODES`).
         tta: nnU-Net test-time augmentation (mirroring).
         exact: segment with nnU-Net's own pipeline over the whole field of view (as
             ``nnUNetv2_predict`` does) instead of the fast strategy of ``FaceSegmenter``.
@@ -60,7 +64,7 @@ class Settings:
         overwrite: redo scans whose outputs are up to date.
         dry_run: list what would be done; write nothing.
         verify: render the skin before/after and look for a face (MTCNN, FaceNet if present).
-        face_threshold: a defaced render reaching this face probability flags the scan.
+        face_threshold: a defaced render reaching this MTCNN probability is face-like.
         remove_demographics: also drop PatientSex/PatientAge/PatientWeight from sidecars.
         verbosity: 0 = warnings, 1 = info, 2+ = debug (tracebacks shown from 1 on).
         container: {"Type": ..., "Tag": ...} when running inside a container image, else empty.
@@ -76,6 +80,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     fill: str = "p10"
+    mask_mode: str = "face"
     tta: bool = False
     exact: bool = False
     precision: str = "auto"

@@ -10,8 +10,11 @@ class Status(StrEnum):
     """A scan's status; its value is what the sidecar, the TSV and the log say."""
 
     DEFACED = "defaced"
-    #: a face was still detected on the defaced renders (verification)
-    FACE_DETECTED = "face-detected"
+    #: the defaced renders still pick out their own original among a gallery of other heads
+    IDENTIFIABLE = "identifiable"
+    #: not identifiable, but a face detector still fires on a defaced render (expected of a
+    #: kept facial skeleton in face mask mode; a failure in strict mode)
+    FACE_LIKE = "face-like"
     #: the post-processed mask holds no voxel (no face in the field of view?)
     MASK_EMPTY = "mask-empty"
     #: outputs up to date, nothing done

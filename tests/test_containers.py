@@ -67,7 +67,10 @@ def test_image_installs_verification_and_fetches_facenet_at_build_time():
     assert "requirements/verify.txt" in docker and "--no-deps -r /tmp/verify.txt" in docker
     assert _arg(docker, "FETCH_FACENET") == "1"
     assert _arg(docker, "FACENET_URL").startswith("https://")
-    from ctadeface.verify.detect import FACENET_ENV
+    from ctadeface.verify.identify import FACENET_ENV
+
+    pins = _read("requirements/verify.txt")  # dlib's detectors and recognition models, offline
+    assert "dlib-bin==" in pins and "face-recognition-models==" in pins
 
     assert f"{FACENET_ENV}=/opt/ctadeface/facenet/" in docker
     assert '"${FACENET_URL}" "${CTADEFACE_FACENET_WEIGHTS}"' in docker

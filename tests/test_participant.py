@@ -18,7 +18,6 @@ from ctadeface.outputs import output_paths, read_provenance
 from ctadeface.provenance import ModelRecord
 from ctadeface.settings import Settings
 from ctadeface.status import Status
-from ctadeface.verify.verdict import Verification
 from tests import records
 from tests.bidsfixture import CT_RELPATHS, make_bids_dataset
 
@@ -158,31 +157,21 @@ class FlagSecond:
         assert np.all(defaced_hu[mask] < 0) and np.array_equal(
             original_hu[~mask], defaced_hu[~mask]
         )
-        p_after = 0.95 if self.calls == 2 else 0.1
-        verdict = Verification(
-            status=Status.FACE_DETECTED if p_after >= 0.5 else Status.DEFACED,
-            face_p_before=0.99,
-            face_p_after=p_after,
-            facenet_similarity=None,
-            facenet_note="not available",
-            detections_before=15,
-            detections_after=1 if p_after >= 0.5 else 0,
-            face_threshold=0.5,
-            per_render=(),
-        )
+        status = Status.IDENTIFIABLE if self.calls == 2 else Status.DEFACED
+        verdict = records.verification(status, 0.95 if self.calls == 2 else 0.1)
         return verdict, b"\x89PNG fake figure"
 
 
 def test_verification_flags_a_surviving_face_and_keeps_its_outputs(dataset):
     settings, scans = dataset
     results = run(settings, scans, ThresholdSegmenter, make_verifier=FlagSecond)
-    assert [r.status for r in results] == ["defaced", "face-detected", "defaced"]
+    assert [r.status for r in results] == ["defaced", "identifiable", "defaced"]
     for scan in scans:
         paths = output_paths(settings.output_dir, scan)
         assert paths.figure.read_bytes() == b"\x89PNG fake figure" and paths.defaced.is_file()
     prov = read_provenance(output_paths(settings.output_dir, scans[1]).defaced_json)
     assert prov is not None and prov.verification is not None
-    assert prov.status == Status.FACE_DETECTED and prov.verification.face_p_after == 0.95
+    assert prov.status == Status.IDENTIFIABLE and prov.verification.face_p_after == 0.95
 
 
 def test_changed_request_redoes_the_scan(dataset):

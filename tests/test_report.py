@@ -47,27 +47,49 @@ def _rows():
     pairs = [
         (_scan("01"), records.provenance(Status.DEFACED, 0.1)),
         (_scan("02", "a"), None),
-        (_scan("03"), records.provenance(Status.FACE_DETECTED, 0.93)),
+        (_scan("03"), records.provenance(Status.IDENTIFIABLE, 0.93)),
+        (_scan("04"), records.provenance(Status.FACE_LIKE, 0.6)),
+        (_scan("05"), records.provenance(Status.FACE_LIKE, 0.6, mask_mode="strict")),
     ]
     return group_table(pairs)
 
 
 def test_rows_flag_problems_first_and_fill_na():
     rows = _rows()
-    assert [r["status"] for r in rows] == ["face-detected", "missing", "defaced"]
-    missing = rows[1]
+    statuses = [(r["participant_id"], r["status"], r["mask_mode"]) for r in rows]
+    assert statuses == [
+        ("sub-03", "identifiable", "face"),
+        ("sub-05", "face-like", "strict"),  # a failure of strict mode
+        ("sub-02", "missing", "n/a"),
+        ("sub-04", "face-like", "face"),  # the kept facial skeleton: shown, not urgent
+        ("sub-01", "defaced", "face"),
+    ]
+    assert rows[0]["identity_rank1_views"] == "1/12" and rows[0]["identity_p"] == "0.001"
+    missing = rows[2]
     assert missing["session_id"] == "ses-a" and missing["mask_volume_ml"] == "n/a"
-    done = rows[2]
+    done = rows[4]
     assert done["face_p_after"] == "0.100" and done["facenet_similarity"] == "n/a"
     assert done["model"] == "open" and done["device"] == "cpu" and done["fill_value"] == "-1000.0"
+    assert done["dlib_faces_after"] == "0" and done["identity_chance"] == "0.0067"
 
 
 def test_tsv_has_the_documented_columns_one_row_per_scan():
     text = to_tsv(_rows())
     lines = text.splitlines()
     assert lines[0].split("\t") == list(COLUMNS)
-    assert len(lines) == 4 and all(len(line.split("\t")) == len(COLUMNS) for line in lines)
-    for column in ("participant_id", "status", "face_p_before", "face_p_after", "seconds"):
+    assert len(lines) == 6 and all(len(line.split("\t")) == len(COLUMNS) for line in lines)
+    for column in (
+        "participant_id",
+        "status",
+        "mask_mode",
+        "identity_rank1_views",
+        "identity_chance",
+        "identity_p",
+        "face_p_before",
+        "face_p_after",
+        "dlib_faces_after",
+        "seconds",
+    ):
         assert column in COLUMNS
 
 
@@ -102,4 +124,4 @@ def test_report_loads_in_chromium_without_errors_and_every_image_decodes(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
-    assert 'data-images-decoded="2/2"' in proc.stdout
+    assert f'data-images-decoded="{len(figures)}/{len(figures)}"' in proc.stdout

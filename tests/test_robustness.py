@@ -428,8 +428,9 @@ def test_odd_but_valid_input_is_defaced_keeping_dtype_scaling_and_header(inputs,
     mask = np.asanyarray(nib.load(str(mask_path)).dataobj).astype(bool)
     np.testing.assert_array_equal(result.data[~mask], source.data[~mask])
     prov = provenance(inputs.out, label)
-    done = {"defaced", "face-detected"}  # the tiny model leaves faces the check may see
-    assert prov["Status"] in (done if prov["MaskVoxels"] else {"mask-empty"})
+    done = {"defaced", "face-like", "identifiable"}  # the tiny model leaves faces to see
+    # an empty mask removed nothing: a face there is still identifiable
+    assert prov["Status"] in (done if prov["MaskVoxels"] else {"mask-empty", "identifiable"})
     assert not defaced_path(inputs.out, label).is_symlink()
 
 

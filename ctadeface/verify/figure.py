@@ -19,6 +19,9 @@ from scipy import ndimage
 from ctadeface.hu import BODY_HU, OUTSIDE_HU
 from ctadeface.verify.render import Render
 
+#: Height of the caption strip, pixels.
+CAPTION_PX = 22
+
 
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
     """``image`` (H, W[, 3]) scaled to fit a ``size`` square, centred on black."""
@@ -99,10 +102,11 @@ def figure_png(
     *,
     threshold_hu: float = -300.0,
     tile: int = 192,
+    caption: str = "",
 ) -> bytes:
     """A PNG: the renders at ``threshold_hu`` before (top row) and after (middle row), yaw from
     -60 to +60 degrees left to right, and the mask (red) on a sagittal and an axial slice of
-    ``hu`` through its centre (bottom row).
+    ``hu`` through its centre (bottom row), under a line of ``caption`` (the verdict) if given.
 
     Args:
         before, after: renders of :func:`render_skin` (``after`` may be empty).
@@ -124,7 +128,19 @@ def figure_png(
     for i, row in enumerate(rows):
         for j, t in enumerate(row):
             canvas[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile] = np.clip(t, 0, 255)
+    if caption:
+        canvas = np.concatenate([text_strip(caption, width), canvas])
     return png_bytes(canvas)
+
+
+def text_strip(text: str, width: int, height: int = CAPTION_PX) -> np.ndarray:
+    """``text`` in white on black, left-aligned, as a uint8 RGB strip (Pillow's built-in
+    font; cut off at ``width``)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    strip = Image.new("RGB", (width, height))
+    ImageDraw.Draw(strip).text((6, 4), text, fill=(255, 255, 255), font=ImageFont.load_default())
+    return np.asarray(strip, dtype=np.uint8)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ import pytest
 
 from ctadeface.segment import torch_settings
 from ctadeface.training.phantom import Phantom, PhantomSpec, make_phantom
-from ctadeface.verify import detect, render, verdict
+from ctadeface.verify import detect, identify, render, verdict
 
 SPEC = PhantomSpec(shape=(96, 96, 96), spacing=(2.2, 2.2, 2.2))
 
@@ -31,7 +31,7 @@ def no_facenet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment in which no FaceNet weights can be found."""
     empty = tmp_path_factory.mktemp("nofacenet")
     return {
-        detect.FACENET_ENV: str(empty / "missing.pt"),
+        identify.FACENET_ENV: str(empty / "missing.pt"),
         "TORCH_HOME": str(empty),
         "XDG_CACHE_HOME": str(empty),
         "HOME": str(empty),
@@ -39,21 +39,28 @@ def no_facenet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="package")
-def detector(no_facenet: dict[str, str]) -> detect.FaceDetector:
+def detector() -> detect.FaceDetector:
+    return detect.FaceDetector()
+
+
+@pytest.fixture(scope="package")
+def verifier(no_facenet: dict[str, str], detector: detect.FaceDetector) -> verdict.Verifier:
+    """Face mask mode, the shipped gallery, no FaceNet."""
     mp = pytest.MonkeyPatch()
     for k, v in no_facenet.items():
         mp.setenv(k, v)
     try:
-        return detect.FaceDetector()
+        return verdict.Verifier(detector=detector)
     finally:
         mp.undo()
 
 
 @pytest.fixture(scope="package")
 def checked(
-    phantom: Phantom, detector: detect.FaceDetector
+    phantom: Phantom, verifier: verdict.Verifier
 ) -> tuple[verdict.Verification, list[render.Render], list[render.Render]]:
+    """The phantom against itself with its exact face mask filled with air."""
     hu = phantom.hu()
     defaced = hu.copy()
     defaced[phantom.face] = -1000.0
-    return verdict.verify(hu, defaced, phantom.affine, detector)
+    return verifier.verify(hu, defaced, phantom.affine)

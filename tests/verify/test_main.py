@@ -17,7 +17,7 @@ from ctadeface.training.phantom import Phantom
 from ctadeface.verify import __main__ as verify_cli
 
 
-def test_cli_same_file_twice_is_a_face(
+def test_cli_same_file_twice_is_identifiable(
     phantom: Phantom, tmp_path: Path, no_facenet: dict[str, str], capsys, monkeypatch
 ) -> None:
     for k, v in no_facenet.items():
@@ -27,8 +27,9 @@ def test_cli_same_file_twice_is_a_face(
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     js = json.loads(out[0])
-    assert js["Status"] == "face-detected" and js["FacePAfter"] == js["FacePBefore"] >= 0.5
-    assert js["FaceNetSimilarity"] is None
+    assert js["Status"] == "identifiable" and js["FacePAfter"] == js["FacePBefore"] >= 0.5
+    assert js["Identity"]["Rank1Views"] == js["Identity"]["ViewsTested"] > 0
+    assert js["FaceNetSimilarity"] is None and js["MaskMode"] == "face"
 
 
 def test_cli_defaced_exits_0_and_writes_png(
@@ -43,9 +44,10 @@ def test_cli_defaced_exits_0_and_writes_png(
     orig = write_nifti(phantom, tmp_path / "orig.nii.gz")
     defaced = write_nifti(phantom, tmp_path / "defaced.nii.gz", hu)
     png = tmp_path / "fig.png"
-    code = verify_cli.main([str(orig), str(defaced), "--png", str(png), "--face-threshold", "0.95"])
+    code = verify_cli.main([str(orig), str(defaced), "--png", str(png), "--mask", "strict"])
     js = json.loads(capsys.readouterr().out)
-    assert code == (1 if js["FacePAfter"] >= 0.95 else 0)
+    assert js["MaskMode"] == "strict" and js["Status"] in ("defaced", "face-like", "identifiable")
+    assert code == (0 if js["Status"] == "defaced" else 1)  # strict: face-like fails too
     assert js["FacePAfter"] < js["FacePBefore"] and js["PNG"] == str(png)
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 0
