@@ -1,7 +1,7 @@
 """Re-identification benchmark: after each defacer, can a face-recognition network still tell
 who a head is, does a detector still see a face, and what else did the defacer touch?
 
-Run by hand (not in ``make test``; about half an hour on 2 cores)::
+Run by hand (not in ``make test``; about an hour on 2 cores)::
 
     .venv/bin/python -m bench.reidentify [--model open] [--phantoms 20] [--out FILE.md]
     .venv/bin/python -m bench.reidentify --calibration     # the gallery's distances only (a minute)
@@ -14,7 +14,7 @@ are, and each is left out of its own test). Defacers, each followed by the same 
 - ``none``: the original (the identity measures then compare the original at one isosurface
   level with its own render at the next: the control that shows the test can recognise people);
 - ``ours face``: the default model (``--model``), post-processed as the app does (face mode);
-- ``ours strict``: the same, then the strict mode's cut (``ctadeface.deface.strict``);
+- ``ours strict``: the same, then the strict mode's cut and seal (``ctadeface.deface.strict``);
 - ``annotator``: the anatomical annotator's mask (``ctadeface.training.annotate``, no model),
   with the app's post-processing: the mask of mask-definition.md as well as we can draw it from
   anatomy;
@@ -55,7 +55,7 @@ import numpy as np
 from bench import RESULTS, SHARED_DATA, WORK
 from bench.benchmark import machine
 from bench.evaluate_open_model import intracranial
-from ctadeface.deface import apply_fill, choose_fill, postprocess
+from ctadeface.deface import StrictMask, apply_fill, choose_fill, postprocess, strict_mask
 from ctadeface.errors import ModelError
 from ctadeface.hu import BODY_HU
 from ctadeface.io import CTImage, load_ct
@@ -65,7 +65,8 @@ from ctadeface.verify.identify import Gallery, IdentityResult, View, rank_views,
 HEADS = SHARED_DATA / "heads"
 #: Seeds of the benchmark's phantoms (not in the gallery, apart from every other set's).
 FIRST_PHANTOM = 6_000_000
-Masker = Callable[[CTImage, np.ndarray], np.ndarray]
+#: A defacer's mask of an image (and its HU); strict mode's carries its seal.
+Masker = Callable[[CTImage, np.ndarray], np.ndarray | StrictMask]
 
 
 def world_coordinates(image: CTImage, axis: int) -> np.ndarray:
@@ -130,11 +131,12 @@ def model_masker(spec: str, cache: Path) -> Masker:
 
 
 def strict_masker(face: Masker) -> Masker:
-    """``face``'s mask with the strict mode's cut, as ``--mask strict`` does."""
-    from ctadeface.deface import strict_mask
+    """``face``'s mask with the strict mode's cut and seal, as ``--mask strict`` does."""
 
-    def mask(image: CTImage, hu: np.ndarray) -> np.ndarray:
-        return strict_mask(face(image, hu), hu, image.spacing, image.affine)
+    def mask(image: CTImage, hu: np.ndarray) -> StrictMask:
+        face_mask = face(image, hu)
+        assert isinstance(face_mask, np.ndarray)
+        return strict_mask(face_mask, hu, image.spacing, image.affine)
 
     return mask
 
@@ -288,10 +290,11 @@ def benchmark(model: str, phantoms: int, cache: Path) -> list[str]:
         for defacer, masker in maskers.items():
             if isinstance(masker, str):
                 continue
-            mask = masker(image, hu)
+            cut = masker(image, hu)
+            mask, seal = (cut.mask, cut.seal) if isinstance(cut, StrictMask) else (cut, None)
             dhu = None
             if defacer != "none":
-                defaced = apply_fill(image, mask, fill)
+                defaced = apply_fill(image, mask, fill, seal=seal)
                 dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
             probes, enrolled, p_after, dlib_after, shift = bench.measure(
                 original, dhu, image.affine, gallery

@@ -220,12 +220,15 @@ def deface_scan(
     mask = np.asarray(mask, dtype=bool)
     if settings.postprocess:
         mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
+    seal = None
     if settings.mask_mode == "strict":
-        mask = strict_mask(mask, image.hu_view(), image.spacing, image.affine, STRICT)
+        cut = strict_mask(mask, image.hu_view(), image.spacing, image.affine, STRICT)
+        mask, seal = cut.mask, cut.seal
     fill = choose_fill(image, settings.fill)
     hu = image.hu() if verifier is not None else None  # the source, for the before renders
     seed = int(request.input_sha256[:8], 16)
-    defaced = apply_fill(image, mask, fill, seed=seed, in_place=hu is None)
+    defaced = apply_fill(image, mask, fill, seed=seed, in_place=hu is None, seal=seal)
+    del seal
     n_voxels = int(np.count_nonzero(mask))
     volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
     status = Status.DEFACED

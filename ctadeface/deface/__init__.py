@@ -5,14 +5,16 @@
 the facial skeleton), ``fill`` (what replaces the masked voxels).
 """
 
-from ctadeface.deface.fill import FILL_POLICIES, Fill, apply_fill, choose_fill
+from ctadeface.deface.fill import FILL_POLICIES, Fill, Seal, apply_fill, choose_fill
 from ctadeface.deface.postprocess import PostProcess, postprocess
-from ctadeface.deface.strict import StrictParams, strict_mask
+from ctadeface.deface.strict import StrictMask, StrictParams, strict_mask
 
 __all__ = [
     "FILL_POLICIES",
     "Fill",
     "PostProcess",
+    "Seal",
+    "StrictMask",
     "StrictParams",
     "apply_fill",
     "choose_fill",

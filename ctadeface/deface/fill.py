@@ -6,6 +6,9 @@ Fill policies (``docs/mask-definition.md``):
 - ``air``: a constant air value (``hu.AIR_HU``, -1000 HU);
 - ``noise``: air with Gaussian noise matching the image's own background air (mean, std in HU).
 
+A :class:`Seal` (strict mode) sets part of the masked voxels to a soft-tissue value instead, so
+that the cut face's front renders as one smooth surface.
+
 All values are computed in HU and converted to the image's stored units (rounded and clipped for
 integer dtypes), so the output keeps the source dtype and scaling.
 """
@@ -43,6 +46,19 @@ class Fill:
     value_hu: float
     noise_std_hu: float
     stored_value: float
+
+
+@dataclass(frozen=True)
+class Seal:
+    """Masked voxels set to a soft-tissue value instead of the fill.
+
+    Attributes:
+        voxels: bool array of the image's shape, stored order; a subset of the mask.
+        value_hu: their value, HU.
+    """
+
+    voxels: np.ndarray
+    value_hu: float
 
 
 def _to_stored(image: CTImage, hu: np.ndarray | float) -> np.ndarray:
@@ -116,9 +132,16 @@ def background_air(image: CTImage) -> tuple[float, float]:
 
 
 def apply_fill(
-    image: CTImage, mask: np.ndarray, fill: Fill, *, seed: int = 0, in_place: bool = False
+    image: CTImage,
+    mask: np.ndarray,
+    fill: Fill,
+    *,
+    seed: int = 0,
+    in_place: bool = False,
+    seal: Seal | None = None,
 ) -> np.ndarray:
-    """``image.data`` with the voxels of ``mask`` replaced by ``fill``.
+    """``image.data`` with the voxels of ``mask`` replaced by ``fill`` (those of ``seal`` by
+    its value).
 
     Args:
         image: the source; its ``data`` is not modified unless ``in_place``.
@@ -127,9 +150,12 @@ def apply_fill(
         seed: seeds the ``noise`` policy, so the same input gives the same output.
         in_place: fill ``image.data`` itself and return it (saves a copy of the volume when
             the source values are not needed afterwards).
+        seal: voxels of the mask that get a soft-tissue value instead (strict mode).
     """
     if mask.shape != image.data.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {image.data.shape}")
+    if seal is not None and (seal.voxels.shape != mask.shape or (seal.voxels & ~mask).any()):
+        raise ValueError("the seal must be part of the mask")
     out = image.data if in_place else image.data.copy()
     if fill.noise_std_hu > 0:
         rng = np.random.default_rng(seed)
@@ -137,4 +163,6 @@ def apply_fill(
         out[mask] = _to_stored(image, rng.normal(fill.value_hu, fill.noise_std_hu, size=n))
     else:
         out[mask] = np.asarray(fill.stored_value).astype(out.dtype)
+    if seal is not None:
+        out[seal.voxels] = _to_stored(image, seal.value_hu)
     return out

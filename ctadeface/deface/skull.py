@@ -70,6 +70,23 @@ class Intracranial:
         inside &= valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
         return inside
 
+    def grown(self, mm: float, spacing: Sequence[float]) -> Intracranial:
+        """These cells grown by ``mm`` between cell centres (``spacing``: the scan's mm per
+        array axis), and by at least one cell along each axis: every voxel within ``mm`` less
+        a cell's diagonal of the skull's inside, and none beyond ``mm`` plus one."""
+        cell_mm = [st * float(s) for st, s in zip(self.steps, spacing, strict=True)]
+        pad = [max(1, int(np.ceil(mm / c))) for c in cell_mm]
+        cells = np.pad(self.cells, [(p, p) for p in pad])
+        # a cell coarser than mm counts as mm, so that the ellipsoid reaches one cell there
+        scaled = [c * min(1.0, mm / c) if mm > 0 else 1.0 for c in cell_mm]
+        distance = ndimage.distance_transform_edt(~cells, sampling=scaled)
+        offset = tuple(o - p for o, p in zip(self.offset, pad, strict=True))
+        return Intracranial(
+            cells=np.asarray(distance <= max(mm, 1e-6) + 1e-6),
+            steps=self.steps,
+            offset=offset,  # type: ignore[arg-type]
+        )
+
     def clear(self, mask: np.ndarray, box: tuple[slice, ...]) -> int:
         """Set to False, in place, the voxels of ``mask`` (the scan's ``box``, unit-step
         slices) that lie inside the skull; return how many were True. Cheap when none is: the

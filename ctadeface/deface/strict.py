@@ -16,15 +16,17 @@ Superior; a view, no copy):
 3. the cut lies ``depth_mm`` behind the back in the skeletal columns, smoothed across columns
    by a Gaussian of ``smooth_mm`` (normalised by the columns' own weight); it blends into the
    skin where few columns around are skeletal (a smoothstep of their smoothed share between
-   the two ``support`` values). Columns where the cut would come within ``brain_clearance_mm``
-   of what the skull encloses (the forehead, the brow) are not skeletal: the front of the skull
-   stays there; and nowhere does the cut come nearer than that;
+   the two ``support`` values). It never comes within ``brain_clearance_mm`` of what the skull
+   encloses, in 3D (:meth:`~ctadeface.deface.skull.Intracranial.grown`): per column it is held
+   in front of a smooth envelope over that clearance (a maximum filter and a Gaussian of half
+   ``smooth_mm``, so a cut held there draws neither a brow nor the brain's contour), smoothed
+   again and held again. Over the brow and the forehead the cut is as deep as that allows;
 4. added to the mask: everything from the cut forward to ``front_mm`` in front of the skin.
-   Whatever the skull encloses is dropped again (:mod:`ctadeface.deface.skull`).
-
-A cut through the face opens the air cavities behind it (nasal cavity, maxillary sinuses) to a
-skin render: with an air fill they stay visible as a pit in the middle of the smooth front
-(``docs/verification.md``).
+   Whatever the skull encloses is dropped again (:mod:`ctadeface.deface.skull`);
+5. the seal: the mask's voxels from the cut to ``seal_mm`` in front of it (never beyond the
+   skin) get ``seal_hu`` rather than the fill. A cut through the face opens the air cavities
+   behind it (nasal cavity, maxillary sinuses, orbits); filled with air they would render as
+   a face's pits, sealed the front renders as one smooth surface. The cavities themselves stay.
 
 Units: HU and mm; arrays are indexed (i, j, k) as stored, ``affine`` maps them to RAS+ mm.
 """
@@ -38,6 +40,7 @@ from nibabel import orientations
 from scipy import ndimage
 
 from ctadeface.body import Volume, occupied
+from ctadeface.deface.fill import Seal
 from ctadeface.deface.skull import SkullParams, intracranial
 from ctadeface.hu import BODY_HU
 
@@ -50,10 +53,25 @@ class StrictParams:
     smooth_mm: float = 20.0
     bone_hu: float = 300.0
     bone_search_mm: float = 20.0
-    brain_clearance_mm: float = 4.0
+    brain_clearance_mm: float = 6.0
     support: tuple[float, float] = (0.2, 0.6)
     front_mm: float = 10.0
+    seal_mm: float = 5.0
+    seal_hu: float = 40.0
     skull: SkullParams = field(default_factory=SkullParams)
+
+
+@dataclass(frozen=True)
+class StrictMask:
+    """What strict mode replaces.
+
+    Attributes:
+        mask: every replaced voxel (bool, stored order): the face mask and the cut's front.
+        seal: the part of ``mask`` set to soft tissue rather than the fill.
+    """
+
+    mask: np.ndarray
+    seal: Seal
 
 
 def _ras_view(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -72,12 +90,14 @@ def strict_mask(
     spacing: tuple[float, float, float],
     affine: np.ndarray,
     params: StrictParams = StrictParams(),
-) -> np.ndarray:
-    """``mask`` (the face mask, bool, stored order) plus the front of the facial skeleton; a new
-    bool array of the same shape and memory order."""
+) -> StrictMask:
+    """``mask`` (the face mask, bool, stored order) plus the front of the facial skeleton, and
+    its seal; new bool arrays of the same shape and memory order."""
     out = mask.copy(order="K")
+    seal = np.zeros_like(out)
+    result = StrictMask(out, Seal(seal, params.seal_hu))
     if not mask.any():
-        return out
+        return result
     ornt = orientations.io_orientation(np.asarray(affine, float))
     ras_spacing = [float(spacing[int(a)]) for a in np.argsort(ornt[:, 0])]
     m = _ras_view(mask, affine)
@@ -100,19 +120,22 @@ def strict_mask(
     behind = (ys < back[:, None, :]) & (ys >= back[:, None, :] - search)
     skeletal = has & (behind & (values > params.bone_hu)).any(axis=1)
     depth = params.depth_mm / ras_spacing[1]
-    clearance = params.brain_clearance_mm / ras_spacing[1]
-    inside = intracranial(hu, spacing, params.skull)
-    floor = np.full(back.shape, -np.inf)
-    if inside is not None:
-        brain = _ras_view(inside.voxels(tuple(slice(0, n) for n in mask.shape)), affine)[box]
-        has_brain = brain.any(axis=1)
-        front_of_brain = ny - 1 - np.argmax(brain[:, ::-1, :], axis=1)
-        floor = np.where(has_brain, front_of_brain + clearance, -np.inf)
-        # the skull's front (forehead, brow) stays where the cut would come near the brain
-        skeletal &= ~(floor > back - depth)
-    if not skeletal.any():
-        return out
     sigma = [params.smooth_mm / ras_spacing[0], params.smooth_mm / ras_spacing[2]]
+    inside = intracranial(hu, spacing, params.skull)
+    floor = np.zeros(back.shape)  # the box's back: no limit
+    if inside is not None:
+        # what lies within the clearance of the skull's inside, in 3D (a column's neighbours'
+        # brain counts too: thick slices put the frontal lobe's floor between columns)
+        guard = inside.grown(params.brain_clearance_mm, spacing)
+        near = _ras_view(guard.voxels(tuple(slice(0, n) for n in mask.shape)), affine)[box]
+        front_of_near = ny - 1 - np.argmax(near[:, ::-1, :], axis=1)
+        floor = np.where(near.any(axis=1), front_of_near + 1.0, 0.0)
+        # a smooth envelope over it, so that a cut held there draws no brain's contour
+        span = [max(1, round(s / 2)) for s in sigma]
+        top = ndimage.maximum_filter(floor, size=(2 * span[0] + 1, 2 * span[1] + 1))
+        floor = np.maximum(ndimage.gaussian_filter(top, [s / 2 for s in sigma]), floor)
+    if not skeletal.any():
+        return result
     weight = ndimage.gaussian_filter(skeletal.astype(np.float64), sigma, mode="constant")
     full = ndimage.gaussian_filter(np.where(skeletal, back - depth, 0.0), sigma, mode="constant")
     full = np.divide(full, weight, out=np.zeros_like(full), where=weight > 1e-6)
@@ -125,13 +148,26 @@ def strict_mask(
     taper = np.clip((share - lo) / (hi - lo), 0.0, 1.0)
     taper = taper * taper * (3 - 2 * taper)
     cut = np.where(taper > 0, skin - taper * (skin - full), np.inf)
-    cut = np.maximum(cut, floor)  # never within the clearance of what the skull encloses
+    cut = _smooth_above(np.maximum(cut, floor), floor, sigma)
     reach = params.front_mm / ras_spacing[1]  # the air in front of the skin that goes too
-    add = (ys >= cut[:, None, :]) & (ys <= skin[:, None, :] + reach)
-    o[box] |= add
+    o[box] |= (ys >= cut[:, None, :]) & (ys <= skin[:, None, :] + reach)
+    seal_top = np.minimum(cut + params.seal_mm / ras_spacing[1], skin)
+    _ras_view(seal, affine)[box] |= (ys >= cut[:, None, :]) & (ys <= seal_top[:, None, :])
     if inside is not None:
-        inside.clear(out, tuple(slice(0, n) for n in out.shape))
-    return out
+        everything = tuple(slice(0, n) for n in out.shape)
+        inside.clear(out, everything)
+        inside.clear(seal, everything)
+    return result
+
+
+def _smooth_above(cut: np.ndarray, floor: np.ndarray, sigma: list[float]) -> np.ndarray:
+    """``cut`` (anterior index per column; inf = no cut) smoothed by a Gaussian over the
+    columns that have one, then held at ``floor`` or in front of it."""
+    has = np.isfinite(cut)
+    weight = ndimage.gaussian_filter(has.astype(np.float64), sigma, mode="constant")
+    total = ndimage.gaussian_filter(np.where(has, cut, 0.0), sigma, mode="constant")
+    smooth = np.divide(total, weight, out=np.zeros_like(total), where=weight > 1e-6)
+    return np.where(has, np.maximum(smooth, floor), np.inf)
 
 
 def _ras_values(

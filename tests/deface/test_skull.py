@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ctadeface.deface.skull import intracranial
 from ctadeface.training.phantom import Tissue, make_phantom
@@ -102,3 +103,26 @@ def test_phantom_brain_is_inside_and_face_is_not(seed: int) -> None:
     brain = np.isin(phantom.tissue, [Tissue.BRAIN, Tissue.CSF])
     assert inside[brain].mean() > 0.97
     assert not (inside & phantom.face).any()
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.0, 1.0, 5.0)])
+def test_grown_reaches_mm_and_at_least_a_cell_along_each_axis(spacing) -> None:
+    shape = tuple(round(120 / s) for s in spacing)
+    hu, _, _ = _head(shape=shape, spacing=spacing)
+    found = intracranial(hu, spacing)
+    assert found is not None
+    full = tuple(slice(0, n) for n in hu.shape)
+    inside = found.voxels(full)
+    grown = found.grown(6.0, spacing).voxels(full)
+    assert (grown & inside).sum() == inside.sum() and grown.sum() > inside.sum()
+    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
+    cell = float(np.linalg.norm([s * max(1, int(2.0 / s + 1e-9)) for s in spacing]))
+    assert grown[distance <= 6.0 - cell].all()  # everything near
+    assert not grown[distance > 6.0 + cell].any()  # and not much more
+    # along the coarsest axis a grown region gains at least one cell beyond the inside
+    axis = int(np.argmax(spacing))
+    assert (grown.sum(axis=axis) >= inside.sum(axis=axis)).all()
+    assert (
+        grown.any(axis=tuple(a for a in range(3) if a != axis)).sum()
+        > inside.any(axis=tuple(a for a in range(3) if a != axis)).sum()
+    )
