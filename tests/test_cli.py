@@ -206,6 +206,7 @@ def test_strict_mask_mode_grows_the_mask_and_is_recorded(bids, tmp_path):
     import json
 
     import nibabel as nib
+    import numpy as np
 
     out = tmp_path / "out"
     argv = [str(bids), str(out), "participant", "--model", str(TINY_MODEL), "--nprocs", "1"]
@@ -220,6 +221,12 @@ def test_strict_mask_mode_grows_the_mask_and_is_recorded(bids, tmp_path):
     assert (strict & face).sum() == face.sum() and strict.sum() > face.sum()
     prov = json.loads(next(out.rglob(sidecar)).read_text())["Defacing"]
     assert prov["Request"]["MaskMode"] == "strict" and prov["Strict"]["DepthMm"] > 0
+    # the seal: part of the mask set to soft tissue, the rest to the fill
+    defaced = nib.load(str(next(out.rglob("sub-01_*_desc-defaced_ct.nii.gz")))).get_fdata()
+    sealed = strict & np.isclose(defaced, prov["Strict"]["SealHU"], atol=0.5)
+    filled = strict & np.isclose(defaced, prov["Fill"]["ValueHU"], atol=0.5)
+    assert sealed.sum() > 0 and filled.sum() > 0
+    assert (sealed | filled).sum() == strict.sum()
 
 
 def test_exact_and_precision_reach_the_segmenter_and_the_provenance(capsys, bids, tmp_path):
