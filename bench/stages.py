@@ -7,10 +7,11 @@ Run by hand on a quiet machine (not in ``make test``)::
 Default scans: the 512x512x300 CTA-sized phantom that ``benchmark.py`` caches and the Visible
 Human head of ../shared/data. Stages as ``participant.deface_scan`` runs them: hash the input,
 read, segment (fast path), post-process, choose the fill, fill, write the mask, write the
-defaced image, hash the outputs; with ``--verify`` also the verification's parts (renders
-before and after, the detectors before (MTCNN, dlib HOG) and after (also dlib's CNN), the
-descriptors and identity tests, the figure) and their sum against the defacing's. The first run
-of each scan warms caches and is dropped when there are more; the table gives the median of the
+defaced image, hash the outputs; with ``--verify`` also the verification's parts (the source
+and the defaced image in HU, which the app makes only to verify; renders before and after; the
+detectors before (MTCNN, dlib HOG) and after (also dlib's CNN); the descriptors and identity
+tests; the figure) and their sum against the defacing's. The first run of each scan warms
+caches and is dropped when there are more; the table gives the median of the
 rest. Writes ``stages.md`` (``stages_verify.md`` with ``--verify``) under ``--out``.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,15 @@ STAGES = (
     "write image",
     "hash outputs",
 )
-VERIFY_STAGES = ("renders", "detect before", "detect after", "identity", "figure")
+VERIFY_STAGES = (
+    "source HU",
+    "defaced HU",
+    "renders",
+    "detect before",
+    "detect after",
+    "identity",
+    "figure",
+)
 
 
 def one_scan(
@@ -72,7 +82,10 @@ def one_scan(
     lap("post-process")
     fill = choose_fill(image, "p10")
     lap("fill value")
-    hu = image.hu() if verifier is not None else None
+    hu = None
+    if verifier is not None:
+        hu = image.hu()
+        lap("source HU")
     defaced = apply_fill(image, mask, fill, in_place=hu is None)
     lap("fill")
     write_image_atomic(out / "mask.nii.gz", mask.view(np.uint8), image)
@@ -83,8 +96,8 @@ def one_scan(
     sha256_file(out / "defaced.nii.gz")
     lap("hash outputs")
     if verifier is not None and hu is not None:
-        dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
-        clock = time.perf_counter()
+        dhu = replace(image, data=defaced).hu()
+        lap("defaced HU")
         before = render_skin(hu, image.affine)
         after = render_skin(dhu, image.affine, like=before)
         lap("renders")

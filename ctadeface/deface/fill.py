@@ -156,7 +156,7 @@ def apply_fill(
         raise ValueError(f"mask shape {mask.shape} != image shape {image.data.shape}")
     if seal is not None and (seal.voxels.shape != mask.shape or (seal.voxels & ~mask).any()):
         raise ValueError("the seal must be part of the mask")
-    out = image.data if in_place else image.data.copy()
+    out = image.data if in_place else image.data.copy(order="K")  # keep the layout: no transpose
     if fill.noise_std_hu > 0:
         rng = np.random.default_rng(seed)
         n = int(np.count_nonzero(mask))

@@ -74,11 +74,11 @@ def _mask_slices(
         (np.array([hi[0], hi[1], c[2]]), [0, -mm, 0], [-mm, 0, 0], (n[1], n[0])),
     ]
     out = []
-    vol_m = np.asarray(mask, dtype=np.float32)
+    vol_m = np.asarray(mask, dtype=bool).view(np.uint8)  # nearest samples: no float copy
     for origin, down, right, shape in planes:
         d, r = np.array(down, float), np.array(right, float)
         gray = _slice(np.asarray(hu, np.float32), affine, origin, d, r, shape, 1, OUTSIDE_HU)
-        m = _slice(vol_m, affine, origin, d, r, shape, 0, 0.0) > 0.5
+        m = _slice(vol_m, affine, origin, d, r, shape, 0, 0.0) > 0
         g = np.clip((gray + 1000.0) / 2000.0, 0, 1) * 255.0
         rgb = np.repeat(g[..., None], 3, axis=2)
         rgb[m] = 0.5 * rgb[m] + 0.5 * np.array([255.0, 0.0, 0.0])
