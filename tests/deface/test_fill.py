@@ -131,3 +131,14 @@ def test_apply_fill_in_place_fills_the_source_array() -> None:
     assert image.data[0, 0, 0] == 0 and copy[0, 0, 0] == -1000
     same = apply_fill(image, mask, fill, in_place=True)
     assert same is image.data and np.array_equal(same, copy)
+
+
+def test_apply_fill_copies_in_the_source_memory_layout() -> None:
+    # NIfTI arrays are Fortran-ordered; a C-ordered copy of a CT would transpose it (~1 s)
+    source = np.asfortranarray(np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    image = _image(source)
+    mask = np.zeros(source.shape, bool)
+    mask[1, 2, 3] = True
+    out = apply_fill(image, mask, choose_fill(image, "air"))
+    assert out.flags.f_contiguous and out is not source
+    assert np.array_equal(out[~mask], source[~mask]) and out[1, 2, 3] == -1000
