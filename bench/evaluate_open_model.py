@@ -49,6 +49,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -250,7 +251,7 @@ def section_heads(seg: FaceSegmenter, heads: Sequence[Path], trained_on: Sequenc
         mask = default_mask(seg, hu, image.spacing, image.affine)
         fill = choose_fill(image, "p10")
         defaced = apply_fill(image, mask, fill, seed=0)
-        dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
+        dhu = replace(image, data=defaced).hu()
         result, _, _ = verifier.verify(hu, dhu, image.affine)
         brain = intracranial(hu, image.affine, image.spacing)
         changed = int((brain & mask).sum())

@@ -46,7 +46,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +295,7 @@ def benchmark(model: str, phantoms: int, cache: Path) -> list[str]:
             dhu = None
             if defacer != "none":
                 defaced = apply_fill(image, mask, fill, seal=seal)
-                dhu = (defaced.astype(np.float64) * image.slope + image.inter).astype(np.float32)
+                dhu = replace(image, data=defaced).hu()
             probes, enrolled, p_after, dlib_after, shift = bench.measure(
                 original, dhu, image.affine, gallery
             )

@@ -80,11 +80,11 @@ class Intracranial:
         # a cell coarser than mm counts as mm, so that the ellipsoid reaches one cell there
         scaled = [c * min(1.0, mm / c) if mm > 0 else 1.0 for c in cell_mm]
         distance = ndimage.distance_transform_edt(~cells, sampling=scaled)
-        offset = tuple(o - p for o, p in zip(self.offset, pad, strict=True))
+        o = self.offset
         return Intracranial(
             cells=np.asarray(distance <= max(mm, 1e-6) + 1e-6),
             steps=self.steps,
-            offset=offset,  # type: ignore[arg-type]
+            offset=(o[0] - pad[0], o[1] - pad[1], o[2] - pad[2]),
         )
 
     def clear(self, mask: np.ndarray, box: tuple[slice, ...]) -> int:
