@@ -4,7 +4,7 @@ who a head is, does a detector still see a face, and what else did the defacer t
 Run by hand (not in ``make test``; about an hour on 2 cores)::
 
     .venv/bin/python -m bench.reidentify [--model open] [--phantoms 20] [--out FILE.md]
-    .venv/bin/python -m bench.reidentify --calibration     # the gallery's distances only (a minute)
+    .venv/bin/python -m bench.reidentify --calibration     # the gallery only (a few minutes)
 
 Heads: the real heads of ``../shared/data/heads`` and ``--phantoms`` varied synthetic phantoms
 (seeds from 6,000,000; neither these phantoms nor the demo's are in the gallery; the real heads
@@ -445,7 +445,87 @@ def calibration(gallery_path: Path | None = None) -> list[str]:
         need = next((h for h in range(k + 1) if upper_tail(h, [chance] * k) < 0.05), k + 1)
         power = upper_tail(need, [rate] * k) if need <= k else 0.0
         lines.append(f"| {k} | {need} | {power:.3f} |")
-    return lines
+    return lines + false_positives(gallery)
+
+
+#: Random pairs of different gallery heads the false-positive check draws, and its seed.
+NULL_PAIRS = 20_000
+NULL_SEED = 0
+
+
+def false_positives(gallery: Gallery, pairs: int = NULL_PAIRS) -> list[str]:
+    """The identity test where the person is *not* there (markdown lines): head A's views as
+    the probe, a different head B as the "original", the other heads as the gallery, for random
+    pairs. How often is p below alpha, as the app counts (every render a view) and counted per
+    yaw (one view a yaw: mean distance over the levels both have); and how often does a rank-1
+    render have a rank-1 render at another level of the same yaw."""
+    from ctadeface.verify.identify import upper_tail
+
+    d = gallery.descriptors
+    seen = ~np.isnan(d[:, :, 0])
+    yaws = sorted({yaw for _, yaw in gallery.views})
+    rng = np.random.default_rng(NULL_SEED)
+    p_render, p_yaw = [], []
+    same_yaw_pairs = first_hits = both_hits = 0
+    for _ in range(pairs):
+        a, b = (int(x) for x in rng.choice(len(d), 2, replace=False))
+        rest = np.setdiff1d(np.arange(len(d)), [a, b])
+        sub = Gallery(gallery.views, tuple(gallery.names[i] for i in rest), d[rest])
+        probes = {v: d[a, i] for i, v in enumerate(gallery.views) if seen[a, i]}
+        enrolled = {v: d[b, i] for i, v in enumerate(gallery.views) if seen[b, i]}
+        ranks = rank_views(probes, enrolled, sub)
+        if ranks:
+            p_render.append(summarise(ranks, sub).p)
+        for v, (hit, _) in ranks.items():
+            for w, (other, _) in ranks.items():
+                if v < w and v[1] == w[1]:
+                    same_yaw_pairs += 1
+                    first_hits += hit
+                    both_hits += hit and other
+        hits, chances = 0, []
+        for yaw in yaws:
+            cols = [
+                i for i, v in enumerate(gallery.views) if v[1] == yaw and seen[a, i] and seen[b, i]
+            ]
+            if not cols:
+                continue
+            own = np.mean([np.linalg.norm(d[a, i] - d[b, i]) for i in cols])
+            others = [
+                np.mean([np.linalg.norm(d[a, i] - d[h, i]) for i in cols if seen[h, i]])
+                for h in rest
+                if seen[h, cols].any()
+            ]
+            if others:
+                hits += own < min(others)
+                chances.append(1.0 / (1 + len(others)))
+        if chances:
+            p_yaw.append(upper_tail(hits, chances))
+    alphas = (0.05, 0.01, 0.002, 0.001)
+    r, y = np.asarray(p_render), np.asarray(p_yaw)
+    hit_rate = first_hits / max(same_yaw_pairs, 1)
+    return [
+        "",
+        "## False positives: the test where the person is not there",
+        "",
+        f"{pairs} random pairs of different gallery heads (seed {NULL_SEED}): head A's views "
+        "probe, head B stands for the original, the other heads are the gallery. Pairs with a "
+        "view tested, and the share of them with p below alpha (a valid test stays at or under "
+        "alpha):",
+        "",
+        "| counted | pairs tested | " + " | ".join(f"p < {a}" for a in alphas) + " |",
+        "|---|---|" + "---|" * len(alphas),
+        f"| every render a view (the app) | {len(r)} | "
+        + " | ".join(f"{float((r < a).mean()):.4f}" for a in alphas)
+        + " |",
+        f"| one view a yaw (mean distance over its levels) | {len(y)} | "
+        + " | ".join(f"{float((y < a).mean()):.4f}" for a in alphas)
+        + " |",
+        "",
+        f"Renders of one yaw at two levels, both tested: {same_yaw_pairs} pairs; the first is "
+        f"rank 1 in {hit_rate:.2%}, both in {both_hits / max(same_yaw_pairs, 1):.3%} "
+        f"(independent views would give {hit_rate**2:.3%}); given the first, the second in "
+        f"{both_hits / max(first_hits, 1):.1%}.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
