@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ class ProvenanceError(ValueError):
     """A provenance object that does not have the shape of these records."""
 
 
+@functools.cache
 def json_key(name: str) -> str:
     """The JSON key of a field name: ``face_p_before`` -> ``FacePBefore``."""
     return "".join(ACRONYMS.get(word, word.capitalize()) for word in name.split("_"))
@@ -174,11 +176,17 @@ def from_json(cls: type[T], data: Any) -> T:
         raise ProvenanceError(f"not a {cls.__name__} record: {err}") from err
 
 
+@functools.cache
+def _hints(kind: type) -> dict[str, Any]:
+    """A record's field types, resolved once per class (resolving them dominates decoding)."""
+    return typing.get_type_hints(kind)
+
+
 def _decode(kind: Any, data: Any) -> Any:
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         if not isinstance(data, Mapping):
             raise ProvenanceError(f"{kind.__name__}: expected an object, got {data!r}")
-        hints = typing.get_type_hints(kind)
+        hints = _hints(kind)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(kind):
             key = json_key(f.name)
