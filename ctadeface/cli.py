@@ -346,8 +346,8 @@ def _group(settings: Settings) -> int:
     from ctadeface.report import (
         group_report_html,
         group_table,
-        read_figures,
         read_provenance_for,
+        scan_links,
         to_tsv,
     )
 
@@ -361,8 +361,9 @@ def _group(settings: Settings) -> int:
     missing = sum(r["status"] == Status.MISSING for r in rows)
     if missing == len(rows):
         raise NoInputError(f"{settings.output_dir}: no participant-level outputs found")
+    links = scan_links(settings.output_dir, scans, workers=settings.nprocs)
     write_text_atomic(table, to_tsv(rows))
-    write_text_atomic(page, group_report_html(rows, read_figures(settings.output_dir, scans)))
+    write_text_atomic(page, group_report_html(rows, links))
     print(f"ctadeface: {table}: {len(rows)} scan(s), {missing} without outputs; report: {page}")
     return EXIT_OK
 

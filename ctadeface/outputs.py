@@ -5,6 +5,7 @@ Layout (``docs/outputs.md``), for a source ``sub-01/ses-1/anat/sub-01_ses-1_ce-i
     sub-01/ses-1/anat/sub-01_ses-1_ce-iodine_desc-defaced_ct.nii.gz (+ .json)
     sub-01/ses-1/anat/sub-01_ses-1_ce-iodine_space-orig_label-face_mask.nii.gz (+ .json)
     sub-01/figures/sub-01_ses-1_ce-iodine_desc-deface_render.png
+    sub-01/figures/sub-01_ses-1_ce-iodine_desc-defacethumb_render.jpg
 
 The defaced image's sidecar is written last: it records the sha256 of the input and of every
 output, and a rerun skips the scan only when all of them still match.
@@ -104,6 +105,7 @@ class OutputPaths:
     mask: Path
     mask_json: Path
     figure: Path
+    thumbnail: Path
 
     def images_and_sidecars(self) -> tuple[Path, Path, Path, Path]:
         """The four files every processed scan has, in the order they are written."""
@@ -129,12 +131,15 @@ def output_paths(output_dir: Path, scan: Scan) -> OutputPaths:
     defaced = bids_name(scan.entities, {"desc": "defaced"}, scan.suffix)
     mask = bids_name(scan.entities, {"space": "orig", "label": "face"}, "mask")
     figure = bids_name(scan.entities, {"desc": "deface"}, "render")
+    thumbnail = bids_name(scan.entities, {"desc": "defacethumb"}, "render")
+    figures = output_dir / f"sub-{scan.subject}" / "figures"
     return OutputPaths(
         defaced=folder / f"{defaced}{scan.extension}",
         defaced_json=folder / f"{defaced}.json",
         mask=folder / f"{mask}.nii.gz",
         mask_json=folder / f"{mask}.json",
-        figure=output_dir / f"sub-{scan.subject}" / "figures" / f"{figure}.png",
+        figure=figures / f"{figure}.png",
+        thumbnail=figures / f"{thumbnail}.jpg",
     )
 
 

@@ -51,6 +51,7 @@ from ctadeface.outputs import (
 from ctadeface.provenance import ModelRecord, OutputHashes, Provenance, Request
 from ctadeface.settings import Settings
 from ctadeface.status import Status
+from ctadeface.verify.figure import thumbnail_jpeg
 from ctadeface.verify.verdict import Verification
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,10 @@ def deface_scan(
     defaced_sha256 = write_image_atomic(paths.defaced, defaced, image)
     if figure is not None:
         write_bytes_atomic(paths.figure, figure)
+        try:
+            write_bytes_atomic(paths.thumbnail, thumbnail_jpeg(figure))
+        except ValueError as e:  # the figure is QC: a bad one costs its thumbnail, not the scan
+            log.warning("%s: no thumbnail: %s", paths.figure, e)
     provenance = Provenance(
         software={"ctadeface": __version__, **segmenter.versions()},
         model=segmenter.describe(),

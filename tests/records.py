@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ctadeface.deface import Fill, PostProcess, StrictParams
+from ctadeface.discover import Scan
 from ctadeface.provenance import ModelRecord, OutputHashes, Provenance, Request
 from ctadeface.status import Status
 from ctadeface.verify.identify import IdentityResult
@@ -94,3 +97,23 @@ def provenance(
         status=status,
     )
     return dataclasses.replace(base, **changes)
+
+
+def scan(sub: str, ses: str | None = None) -> Scan:
+    """A CT scan of the raw dataset ``/raw`` (nothing on disk)."""
+    folder = f"sub-{sub}" + (f"/ses-{ses}" if ses else "") + "/anat"
+    stem = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+    ents = (("sub", sub),) + ((("ses", ses),) if ses else ())
+    return Scan(
+        path=Path("/raw") / folder / f"{stem}_ct.nii.gz",
+        relpath=f"{folder}/{stem}_ct.nii.gz",
+        subject=sub,
+        session=ses,
+        entities=ents,
+        suffix="ct",
+        datatype="anat",
+        extension=".nii.gz",
+        metadata=MappingProxyType({}),
+        sidecars=(),
+        problem=None,
+    )

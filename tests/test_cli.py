@@ -350,6 +350,8 @@ def test_e2e_verification_writes_figures_and_records_the_verdict(capsys, tmp_pat
         for rel in CT_RELPATHS[1:]
     )
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in figures)
+    thumbnails = [f.with_name(f.name.replace("desc-deface_", "desc-defacethumb_")) for f in figures]
+    assert all(t.with_suffix(".jpg").read_bytes().startswith(b"\xff\xd8") for t in thumbnails)
     statuses = []
     for sidecar in out.rglob("*_desc-defaced_*.json"):
         verdict = json.loads(sidecar.read_text())["Defacing"]["Verification"]
@@ -360,4 +362,6 @@ def test_e2e_verification_writes_figures_and_records_the_verdict(capsys, tmp_pat
     assert code == (1 if "identifiable" in statuses else 0)  # face-like is not a failure here
     assert _run(capsys, bids, out, "group", "--participant-label", "02")[0] == 0
     page = (out / "group_report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
+    assert "data:image" not in page  # the figures are linked, not embedded
+    for figure in figures:
+        assert f'"{figure.relative_to(out).as_posix()}"' in page

@@ -169,6 +169,7 @@ def test_verification_flags_a_surviving_face_and_keeps_its_outputs(dataset):
     for scan in scans:
         paths = output_paths(settings.output_dir, scan)
         assert paths.figure.read_bytes() == b"\x89PNG fake figure" and paths.defaced.is_file()
+        assert not paths.thumbnail.exists()  # an unreadable figure costs its thumbnail only
     prov = read_provenance(output_paths(settings.output_dir, scans[1]).defaced_json)
     assert prov is not None and prov.verification is not None
     assert prov.status == Status.IDENTIFIABLE and prov.verification.face_p_after == 0.95

@@ -1,5 +1,5 @@
 """The QC figure of one scan: skin renders before and after defacing, and the mask on two
-slices; encoded as PNG without dependencies.
+slices; encoded as PNG without dependencies; and its thumbnail (JPEG) for pages of many scans.
 
 Layout: the renders at one isosurface level before (top row) and after (middle row), yaw from
 -60 to +60 degrees left to right, and the mask (red) on a sagittal and an axial slice through its
@@ -9,6 +9,7 @@ RAS+ mm.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from ctadeface.verify.render import Render
 
 #: Height of the caption strip, pixels.
 CAPTION_PX = 22
+#: Width of a figure's thumbnail, pixels (the height keeps the aspect ratio), and its JPEG quality.
+THUMBNAIL_PX = 320
+THUMBNAIL_QUALITY = 85
 
 
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
@@ -141,6 +145,29 @@ def text_strip(text: str, width: int, height: int = CAPTION_PX) -> np.ndarray:
     strip = Image.new("RGB", (width, height))
     ImageDraw.Draw(strip).text((6, 4), text, fill=(255, 255, 255), font=ImageFont.load_default())
     return np.asarray(strip, dtype=np.uint8)
+
+
+def thumbnail_jpeg(figure: bytes, width: int = THUMBNAIL_PX) -> bytes:
+    """A JPEG of ``figure`` (an image file Pillow reads, usually :func:`figure_png`'s) scaled to
+    ``width`` pixels wide, never enlarged.
+
+    Raises:
+        ValueError: ``figure`` is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(figure)) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"not a readable image ({e})") from e
+    if rgb.width > width:
+        height = max(1, round(rgb.height * width / rgb.width))
+        rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    return out.getvalue()
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -1,10 +1,11 @@
-"""Tests of ctadeface.verify.figure: the QC figure and the PNG encoder."""
+"""Tests of ctadeface.verify.figure: the QC figure, its thumbnail and the PNG encoder."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+import pytest
 
 from ctadeface.training.phantom import Phantom
 from ctadeface.verify import figure
@@ -36,3 +37,17 @@ def test_png_bytes_round_trip() -> None:
     rgb = np.stack([gray, 255 - gray, gray // 2], axis=2)
     with Image.open(io.BytesIO(figure.png_bytes(rgb))) as im:
         assert np.array_equal(np.asarray(im), rgb)
+
+
+def test_thumbnail_is_a_small_jpeg_of_the_figure() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    big = figure.png_bytes(rng.integers(0, 255, (300, 960, 3), dtype=np.uint8))
+    with Image.open(io.BytesIO(figure.thumbnail_jpeg(big))) as im:
+        assert im.format == "JPEG" and im.size == (figure.THUMBNAIL_PX, 100)
+    small = figure.png_bytes(np.full((20, 40), 128, np.uint8))
+    with Image.open(io.BytesIO(figure.thumbnail_jpeg(small))) as im:
+        assert im.size == (40, 20) and im.mode == "RGB"  # never enlarged
+    with pytest.raises(ValueError, match="not a readable image"):
+        figure.thumbnail_jpeg(b"not a picture")
