@@ -7,11 +7,17 @@
   var heads=table.tHead.rows[0].cells;
   var el=function(id){return document.getElementById(id);};
   var state={status:'',mode:'',text:'',look:false,sort:-1,asc:true,page:0,size:PAGE_SIZE};
+  // the address's #look, #status=S or #sort=[-]COLUMN (several joined by &) set the view
   function fromHash(){
-    var h=decodeURIComponent(location.hash.replace(/^#/,''));
-    if(h==='look'){state.look=true;}
-    else if(h.indexOf('status=')===0){state.status=h.slice(7);}
-    else return false;
+    var parts=decodeURIComponent(location.hash.replace(/^#/,'')).split('&'),known=false;
+    parts.forEach(function(h){
+      if(h==='look'){state.look=true;known=true;}
+      else if(h.indexOf('status=')===0){state.status=h.slice(7);known=true;}
+      else if(h.indexOf('sort=')===0){
+        var key=h.slice(5),asc=key.charAt(0)!=='-';key=key.replace(/^-/,'');
+        if(key in col){state.sort=col[key];state.asc=asc;known=true;}}
+    });
+    if(!known)return false;
     state.page=0;el('f-look').checked=state.look;el('f-status').value=state.status;return true;
   }
   function keep(r){

@@ -52,7 +52,12 @@ def _folder(root: Path, n: int) -> tuple[list[dict[str, str]], dict]:
                 path.write_bytes(data)
             paths.defaced_json.parent.mkdir(parents=True, exist_ok=True)
             paths.defaced_json.write_text("{}")
-        prov = None if status is None else records.provenance(status, 0.9 if i % 2 else 0.1)
+        seconds = (i * 7919) % 1000 / 10  # distinct, not in the order of the names
+        prov = (
+            None
+            if status is None
+            else records.provenance(status, 0.9 if i % 2 else 0.1, duration_seconds=seconds)
+        )
         pairs.append((scan, prov))
     return group_table(pairs), scan_links(root, [s for s, _ in pairs])
 
@@ -149,3 +154,10 @@ def test_report_pages_in_chromium_without_errors_images_decode_links_resolve(tmp
     look = sum(_status(i) in (Status.IDENTIFIABLE, None) for i in range(120))
     dom, console = _dump(page, "#look")  # the summary's link to the rows that need a look
     assert console == "" and f"rows 1-{min(look, PAGE_SIZE)} of {look} (filtered from 120)" in dom
+    dom, console = _dump(page, "#status=defaced&sort=-seconds")
+    shown = [r for r in rows if r["status"] == "defaced"]
+    slowest = max(shown, key=lambda r: float(r["seconds"]))
+    scans = dom[dom.index('<table id="scans"') :]
+    first_row = scans[scans.index("<tbody>") :].split("</tr>")[0]
+    assert console == "" and f"of {len(shown)} (filtered" in dom
+    assert slowest["participant_id"] in first_row and 'class="sorted-desc"' in dom
