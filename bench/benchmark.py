@@ -70,7 +70,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def _measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``cmd``; return wall and CPU seconds, peak RSS (MiB) and its stdout. CPU and RSS are
     the kernel's resource usage of the command and its waited-for descendants (``wait4``, what
     ``/usr/bin/time -v`` reports), taken by a small interpreter that starts it (see ``_RUN``)."""
@@ -134,7 +134,7 @@ def run_ours_batch(source: Path, work: Path, model: str, device: str, copies: in
     out = work / "ours-batch"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
-    stats = _measure([*cmd, "--device", device, "-w", str(work / "run-work"), "--no-verify"])
+    stats = measure([*cmd, "--device", device, "-w", str(work / "run-work"), "--no-verify"])
     scans = sorted(
         float(json.loads(p.read_text())["Defacing"]["DurationSeconds"])
         for p in out.rglob("*_desc-defaced_ct.json")
@@ -152,7 +152,7 @@ def run_ours(
     shutil.rmtree(out, ignore_errors=True)
     cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
     cmd += ["--device", device, "-w", str(work / "run-work")]
-    stats = _measure([*cmd, "--no-verify", "-v", *extra])
+    stats = measure([*cmd, "--no-verify", "-v", *extra])
     log = next((out / "logs").glob("participant-*.log")).read_text()
     match = re.search(r"loaded model .*, in ([0-9.]+) s", log)
     stats["model_load_s"] = float(match.group(1)) if match else float("nan")
@@ -209,7 +209,7 @@ def run_reference(
     script.write_text(REFERENCE_SCRIPT)
     out = work / "reference_defaced.nii.gz"
     codes = orientation or ""
-    stats = _measure([PY, str(script), str(source), str(model_folder), str(out), device, codes])
+    stats = measure([PY, str(script), str(source), str(model_folder), str(out), device, codes])
     mask = np.asanyarray(nib.load(str(out) + ".mask.nii.gz").dataobj) > 0
     return stats, mask
 
@@ -235,7 +235,7 @@ def run_floor(source: Path, work: Path) -> dict:
     script.write_text(FLOOR_SCRIPT)
     out = work / "floor"
     out.mkdir(exist_ok=True)
-    stats = _measure([PY, str(script), str(source), str(out)])
+    stats = measure([PY, str(script), str(source), str(out)])
     stats["io_s"] = float(re.search(r"io_s=([0-9.]+)", stats["stdout"]).group(1))
     return stats
 
@@ -256,7 +256,7 @@ def run_baseline(work: Path, model: str, device: str) -> dict:
     """Peak RSS of a process that imports the app and loads the model, but reads no scan."""
     script = work / "baseline.py"
     script.write_text(BASELINE_SCRIPT)
-    return _measure([PY, str(script), model, str(work / "cache"), device])
+    return measure([PY, str(script), model, str(work / "cache"), device])
 
 
 def summary(values: list[float]) -> dict[str, float]:
