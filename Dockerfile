@@ -1,14 +1,14 @@
 # ctadeface BIDS App image.
-#   docker build -t ctadeface:0.3.0 .                       # with the published CTA-DEFACE weights
-#   docker build --build-arg FETCH_CTA_DEFACE=0 -t ctadeface:0.3.0 .   # without them
+#   docker build -t ctadeface:0.4.0 .                       # with the published CTA-DEFACE weights
+#   docker build --build-arg FETCH_CTA_DEFACE=0 -t ctadeface:0.4.0 .   # without them
 # Run (no network needed): docker run --rm --gpus all -v /bids:/data:ro -v /out:/out \
-#   ctadeface:0.3.0 /data /out participant --participant-label 01
+#   ctadeface:0.4.0 /data /out participant --participant-label 01
 
 # A CUDA PyTorch base, pinned by tag (pin by digest too for a release build).
 ARG BASE_IMAGE=pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
-ARG CTADEFACE_VERSION=0.3.0
+ARG CTADEFACE_VERSION=0.4.0
 # The published CTA-DEFACE weights (Mahmutoglu et al. 2024; no licence file: they are fetched at
 # your build, never redistributed by us). Every file is checked against the sha256 pinned in
 # ctadeface/segment/models.py (the same values as CTA_DEFACE_CHECKPOINT_SHA256 below) before it
