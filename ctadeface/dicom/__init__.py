@@ -1,7 +1,18 @@
-"""DICOM in: CT image series found under a folder (:mod:`~ctadeface.dicom.series`) and read
-into the pipeline's image record with their slices' sources (:mod:`~ctadeface.dicom.volume`)."""
+"""DICOM: CT image series found under a folder (:mod:`~ctadeface.dicom.series`), read into the
+pipeline's image record with their slices' sources (:mod:`~ctadeface.dicom.volume`), and a
+defaced series written back file for file (:mod:`~ctadeface.dicom.write`)."""
 
 from ctadeface.dicom.series import Series, Skipped, find_series
 from ctadeface.dicom.volume import DicomVolume, Slice, load_series
+from ctadeface.dicom.write import derived_uid, write_defaced
 
-__all__ = ["DicomVolume", "Series", "Skipped", "Slice", "find_series", "load_series"]
+__all__ = [
+    "DicomVolume",
+    "Series",
+    "Skipped",
+    "Slice",
+    "derived_uid",
+    "find_series",
+    "load_series",
+    "write_defaced",
+]
