@@ -1,7 +1,9 @@
 """DICOM: CT image series found under a folder (:mod:`~ctadeface.dicom.series`), read into the
-pipeline's image record with their slices' sources (:mod:`~ctadeface.dicom.volume`), and a
-defaced series written back file for file (:mod:`~ctadeface.dicom.write`)."""
+pipeline's image record with their slices' sources (:mod:`~ctadeface.dicom.volume`), a
+defaced series written back file for file (:mod:`~ctadeface.dicom.write`), and the face mask as
+a Segmentation object referencing it (:mod:`~ctadeface.dicom.seg`)."""
 
+from ctadeface.dicom.seg import face_segmentation
 from ctadeface.dicom.series import Series, Skipped, find_series
 from ctadeface.dicom.volume import DicomVolume, Slice, load_series
 from ctadeface.dicom.write import derived_uid, write_defaced
@@ -12,6 +14,7 @@ __all__ = [
     "Skipped",
     "Slice",
     "derived_uid",
+    "face_segmentation",
     "find_series",
     "load_series",
     "write_defaced",

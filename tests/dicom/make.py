@@ -14,6 +14,8 @@ from ctadeface.dicom.series import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"  # X-Ray Radiation Dose SR Storage
+#: The one study every test file belongs to.
+STUDY = generate_uid()
 
 
 def _dataset(sop_class: str, path: Path) -> FileDataset:
@@ -26,7 +28,18 @@ def _dataset(sop_class: str, path: Path) -> FileDataset:
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.PatientName = "Test^Phantom"
     ds.PatientID = "PHANTOM"
-    ds.StudyInstanceUID = generate_uid()
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = STUDY
+    ds.StudyDate, ds.StudyTime = "20260101", "120000"
+    ds.ReferringPhysicianName = "Doctor^Test"
+    ds.StudyID = "S1"
+    ds.AccessionNumber = "A1"
+    ds.SeriesNumber = 3
+    ds.Manufacturer = "test"
+    ds.InstitutionName = "Test Hospital"
+    ds.KVP = 120
+    ds.AcquisitionNumber = 1
     return ds
 
 

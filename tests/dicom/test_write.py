@@ -102,3 +102,45 @@ def test_enhanced_ct_is_written_as_one_multiframe_file(tmp_path):
     back = _read_back(tmp_path / "out")
     assert np.array_equal(back.image.data[~mask], data[~mask])
     assert int(pydicom.dcmread(files[0]).NumberOfFrames) == data.shape[2]
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_the_seg_object_references_the_defaced_series_and_matches_the_mask(tmp_path, enhanced):
+    import highdicom as hd
+
+    from ctadeface.dicom.seg import face_segmentation
+
+    data = _stored()
+    if enhanced:
+        write_enhanced(tmp_path / "in" / "ct.dcm", data)
+    else:
+        write_series(tmp_path / "in", data)
+    (series,), _ = find_series(tmp_path / "in")
+    volume = load_series(series)
+    mask = _mask(volume.image.data.shape)
+    defaced = apply_fill(volume.image, mask, choose_fill(volume.image, "air"))
+    files = write_defaced(volume, defaced, mask, tmp_path / "out", key="k", description="d")
+    seg = face_segmentation(volume, files, mask, key="k", version="0")
+    seg.save_as(tmp_path / "seg.dcm")
+    back = hd.seg.segread(tmp_path / "seg.dcm")
+    out = [pydicom.dcmread(f) for f in files]
+    assert back.ReferencedSeriesSequence[0].SeriesInstanceUID == out[0].SeriesInstanceUID
+    assert back.SeriesInstanceUID not in {out[0].SeriesInstanceUID, volume.series_uid}
+    assert back.get_segment_description(1).SegmentLabel == "face"
+    if enhanced:
+        frames = back.get_pixels_by_source_frame(
+            out[0].SOPInstanceUID,
+            list(range(1, data.shape[2] + 1)),
+            segment_numbers=[1],
+            assert_missing_frames_are_empty=True,  # empty frames are left out
+        )[..., 0]
+        slice_of = {s.frame: k for k, s in enumerate(volume.slices)}
+        got = np.stack([frames[f].T for f in sorted(slice_of, key=slice_of.get)], axis=2)
+    else:
+        planes = back.get_pixels_by_source_instance(
+            [d.SOPInstanceUID for d in out],
+            segment_numbers=[1],
+            assert_missing_frames_are_empty=True,
+        )[..., 0]
+        got = np.stack([p.T for p in planes], axis=2)
+    assert np.array_equal(got.astype(bool), mask)
