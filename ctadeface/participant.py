@@ -20,6 +20,7 @@ import numpy as np
 
 from ctadeface import __version__
 from ctadeface.deface import (
+    Fill,
     PostProcess,
     StrictParams,
     apply_fill,
@@ -192,6 +193,67 @@ def run_request(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class Defacing:
+    """What the pipeline made of one image (before anything is written).
+
+    Attributes:
+        mask: bool, the image's shape: the voxels replaced.
+        defaced: the image's ``data`` with them replaced (its dtype and units).
+        fill: what replaced them; status: ``defaced``, ``mask-empty`` or the verdict's.
+        verification, figure: the verdict and its QC figure (PNG), None without a verifier.
+    """
+
+    mask: np.ndarray
+    defaced: np.ndarray
+    fill: Fill
+    status: Status
+    verification: Verification | None
+    figure: bytes | None
+
+
+def deface_image(
+    image: CTImage,
+    settings: Settings,
+    segmenter: Segmenter,
+    verifier: Verifier | None,
+    *,
+    seed: int,
+    source: Path,
+) -> Defacing:
+    """Segment, post-process (and cut in strict mode), fill and verify one image, whatever
+    format it came from. ``seed`` seeds the noise fill; ``source`` names the image in warnings.
+    Without a verifier ``image.data`` is filled in place (the source values are not needed)."""
+    mask = segmenter.predict(
+        image.data, image.spacing, slope=image.slope, inter=image.inter, affine=image.affine
+    )
+    mask = np.asarray(mask, dtype=bool)
+    if settings.postprocess:
+        mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
+    seal = None
+    if settings.mask_mode == "strict":
+        cut = strict_mask(mask, image.hu_view(), image.spacing, image.affine, STRICT)
+        mask, seal = cut.mask, cut.seal
+    fill = choose_fill(image, settings.fill)
+    hu = image.hu() if verifier is not None else None  # the source, for the before renders
+    defaced = apply_fill(image, mask, fill, seed=seed, in_place=hu is None, seal=seal)
+    del seal
+    status = Status.DEFACED
+    if not mask.any():
+        status = Status.MASK_EMPTY
+        log.warning("%s: the face mask is empty (no face in the field of view?)", source)
+    verification: Verification | None = None
+    figure: bytes | None = None
+    if verifier is not None and hu is not None:
+        defaced_hu = replace(image, data=defaced).hu()
+        verification, figure = verifier(hu, defaced_hu, mask, image.affine)
+        del defaced_hu
+        if verification.status != Status.DEFACED:
+            status = verification.status
+            _warn(source, verification)
+    return Defacing(mask, defaced, fill, status, verification, figure)
+
+
 def deface_scan(
     scan: Scan,
     paths: OutputPaths,
@@ -215,36 +277,12 @@ def deface_scan(
     t0 += time.perf_counter() - loading
     if segmenter is None:
         raise UsageError("no segmenter: the participant level needs a model")
-    mask = segmenter.predict(
-        image.data, image.spacing, slope=image.slope, inter=image.inter, affine=image.affine
-    )
-    mask = np.asarray(mask, dtype=bool)
-    if settings.postprocess:
-        mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
-    seal = None
-    if settings.mask_mode == "strict":
-        cut = strict_mask(mask, image.hu_view(), image.spacing, image.affine, STRICT)
-        mask, seal = cut.mask, cut.seal
-    fill = choose_fill(image, settings.fill)
-    hu = image.hu() if verifier is not None else None  # the source, for the before renders
     seed = int(request.input_sha256[:8], 16)
-    defaced = apply_fill(image, mask, fill, seed=seed, in_place=hu is None, seal=seal)
-    del seal
+    result = deface_image(image, settings, segmenter, verifier, seed=seed, source=scan.path)
+    mask, defaced, fill = result.mask, result.defaced, result.fill
+    verification, figure, status = result.verification, result.figure, result.status
     n_voxels = int(np.count_nonzero(mask))
     volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
-    status = Status.DEFACED
-    if n_voxels == 0:
-        status = Status.MASK_EMPTY
-        log.warning("%s: the face mask is empty (no face in the field of view?)", scan.path)
-    verification: Verification | None = None
-    figure: bytes | None = None
-    if verifier is not None and hu is not None:
-        defaced_hu = replace(image, data=defaced).hu()
-        verification, figure = verifier(hu, defaced_hu, mask, image.affine)
-        del defaced_hu
-        if verification.status != Status.DEFACED:
-            status = verification.status
-            _warn(scan, verification)
 
     mask_sha256 = write_image_atomic(paths.mask, mask.view(np.uint8), image)
     write_text_atomic(paths.mask_json, to_json(mask_sidecar(scan)))
@@ -290,14 +328,14 @@ def deface_scan(
     )
 
 
-def _warn(scan: Scan, verification: Verification) -> None:
+def _warn(source: Path, verification: Verification) -> None:
     """One warning line for a scan whose verdict needs a look."""
     identity = verification.identity
     if verification.status == Status.IDENTIFIABLE:
         log.warning(
             "%s: still identifiable after defacing (rank 1 on %d of %d views, p %.2g); outputs "
             "kept for review",
-            scan.path,
+            source,
             identity.rank1_views,
             identity.views_tested,
             identity.p,
@@ -306,7 +344,7 @@ def _warn(scan: Scan, verification: Verification) -> None:
         log.warning(
             "%s: a face detector still fires after strict defacing (MTCNN p %.2f, dlib faces on "
             "%d renders); outputs kept for review",
-            scan.path,
+            source,
             verification.face_p_after,
             verification.dlib_faces_after,
         )
@@ -314,7 +352,7 @@ def _warn(scan: Scan, verification: Verification) -> None:
         log.info(
             "%s: face-like after defacing (MTCNN p %.2f, dlib faces on %d renders) but not "
             "identifiable: the facial skeleton the face mask keeps",
-            scan.path,
+            source,
             verification.face_p_after,
             verification.dlib_faces_after,
         )
