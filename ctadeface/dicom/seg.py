@@ -61,7 +61,7 @@ def face_segmentation(
         algorithm_identification=algorithm,
     )
     series = str(first.SeriesInstanceUID)
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=planes.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -76,3 +76,5 @@ def face_segmentation(
         device_serial_number="none",
         series_description=f"face mask of {first.get('SeriesDescription', 'the series')}"[:64],
     )
+    seg.ContentCreatorName = ""  # Type 2; no person made it
+    return seg

@@ -11,9 +11,11 @@ Each source file is read in full and written again with only this changed:
   same settings writes the same UIDs;
 - SeriesDescription gets :data:`DESCRIPTION_SUFFIX`; ImageType's first value ``DERIVED``;
   DerivationDescription and DerivationCodeSequence (DCM 113047 "Pixel by pixel mask");
-  BurnedInAnnotation ``NO``; SourceImageSequence references the source instance.
+  BurnedInAnnotation ``NO``; SourceImageSequence references the source instance (not when
+  de-identifying: the profile removes it).
 
-Nothing else of the source's attributes is touched here (de-identification is a separate step).
+Nothing else of the source's attributes is touched, unless ``deidentify`` asks for the Basic
+Profile (:mod:`ctadeface.dicom.deidentify`), applied before the changes above.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _frame_values(
     return out
 
 
-def _mark_derived(ds: Any, key: str, description: str) -> None:
+def _mark_derived(ds: Any, key: str, description: str, *, reference_source: bool) -> None:
     """New UIDs and the attributes that say the instance is derived (module docstring)."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -83,6 +85,8 @@ def _mark_derived(ds: Any, key: str, description: str) -> None:
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = DERIVATION_CODE
     ds.DerivationCodeSequence = DicomSequence([code])
     ds.BurnedInAnnotation = "NO"
+    if not reference_source:
+        return
     source = Dataset()
     source.ReferencedSOPClassUID = source_class
     source.ReferencedSOPInstanceUID = source_uid
@@ -97,6 +101,7 @@ def write_defaced(
     *,
     key: str,
     description: str,
+    deidentify: bool = False,
 ) -> list[Path]:
     """Write the defaced series into ``folder`` (made; one file per source file, named by
     position: ``00001.dcm`` ...); returns the files.
@@ -107,9 +112,12 @@ def write_defaced(
         mask: bool, same shape: the voxels that were replaced.
         key: mixed into the derived UIDs (e.g. the request's hash: other settings, other UIDs).
         description: DerivationDescription (what was done, with which model and fill).
+        deidentify: apply the Basic Profile (:func:`ctadeface.dicom.deidentify.deidentify`).
     """
     import pydicom
     from pydicom.uid import UID
+
+    from ctadeface.dicom.deidentify import deidentify as basic_profile
 
     if defaced.shape != mask.shape or mask.shape != volume.image.data.shape:
         raise ValueError(
@@ -132,7 +140,9 @@ def write_defaced(
                 frame = volume.slices[k].frame
                 assert frame is not None
                 out[frame] = _frame_values(volume, defaced, mask, k, pixels[frame])
-        _mark_derived(ds, key, description)
+        if deidentify:
+            basic_profile(ds)
+        _mark_derived(ds, key, description, reference_source=not deidentify)
         if syntax.is_compressed:
             ds.compress(syntax, out)
         else:

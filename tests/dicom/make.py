@@ -40,6 +40,18 @@ def _dataset(sop_class: str, path: Path) -> FileDataset:
     ds.InstitutionName = "Test Hospital"
     ds.KVP = 120
     ds.AcquisitionNumber = 1
+    ds.PositionReferenceIndicator = ""
+    # identifying attributes of the kinds the Basic Profile removes, and a private one
+    ds.PatientAge, ds.PatientWeight = "056Y", 70
+    ds.PatientAddress = "1 Test Street"
+    ds.OtherPatientIDs = "OTHER-1"
+    ds.StudyDescription = "CTA head, Test Hospital"
+    ds.OperatorsName = "Tech^One"
+    ds.StationName = "CT01"
+    ds.DeviceSerialNumber = "SN-123"
+    ds.ImageComments = "patient moved"
+    ds.AcquisitionDate, ds.ContentDate = "20260101", "20260101"
+    ds.private_block(0x0009, "TEST PRIVATE", create=True).add_new(0x01, "LO", "secret")
     return ds
 
 
