@@ -18,11 +18,11 @@ import sys
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ctadeface import __version__
 from ctadeface.errors import (
@@ -49,6 +49,7 @@ from ctadeface.settings import (
 from ctadeface.status import Status
 
 if TYPE_CHECKING:
+    from ctadeface import participant
     from ctadeface.discover import Scan
 
 log = logging.getLogger("ctadeface")
@@ -56,9 +57,8 @@ _NIBABEL_LOGGER = "nibabel.global"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The one argument parser (fMRIPrep/MRIQC spelling; ``_`` variants accepted)."""
-    from ctadeface.deface import FILL_POLICIES
-
+    """The BIDS App's parser (fMRIPrep/MRIQC spelling; ``_`` variants accepted); its pipeline
+    options are :func:`add_pipeline_options`, shared with ``ctadeface-dicom``."""
     p = ArgumentParser(
         prog="ctadeface",
         description="Remove faces from CT angiography head scans of a BIDS dataset.",
@@ -83,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bids-validation", "--skip_bids_validation", action="store_true",
         help="do not check that bids_dir looks like a BIDS dataset",
     )  # fmt: skip
+    defacing = add_pipeline_options(p)
+    defacing.add_argument(
+        "--remove-demographics", "--remove_demographics", action="store_true",
+        help="also remove PatientSex, PatientAge, PatientWeight, PatientSize from sidecars",
+    )  # fmt: skip
+    return p
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The options of every command that defaces (the pipeline's settings: defacing,
+    verification, running); returns the "defacing" group for a command's own additions."""
+    from ctadeface.deface import FILL_POLICIES
+
     m = p.add_argument_group("defacing")
     m.add_argument(
         "--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
@@ -134,10 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
         "the skull encloses, drop what lies > 30 mm from the patient (default: on for 'open', "
         "off for other models)",
     )  # fmt: skip
-    m.add_argument(
-        "--remove-demographics", "--remove_demographics", action="store_true",
-        help="also remove PatientSex, PatientAge, PatientWeight, PatientSize from sidecars",
-    )  # fmt: skip
     r = p.add_argument_group("running")
     r.add_argument(
         "--nprocs", "--n_cpus", "--n-cpus", type=int, metavar="N",
@@ -150,7 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
     r.add_argument("--version", action="version", version=f"ctadeface {__version__}")
-    return p
+    return m
+
+
+def pipeline_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The Settings fields of :func:`add_pipeline_options`' arguments, checked."""
+    return {
+        "model": args.model,
+        "device": args.device,
+        "fill": args.fill,
+        "mask_mode": args.mask_mode,
+        "tta": args.tta,
+        "exact": args.exact,
+        "precision": args.precision,
+        "postprocess": args.postprocess,
+        "nprocs": check_nprocs(args.nprocs),
+        "work_dir": args.work_dir.expanduser().resolve() if args.work_dir else None,
+        "overwrite": args.overwrite,
+        "dry_run": args.dry_run,
+        "verify": args.verify,
+        "face_threshold": check_face_threshold(args.face_threshold),
+        "verbosity": args.verbose,
+    }
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -184,22 +214,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
         session_labels=tuple(args.session_label),
         bids_filters=MappingProxyType(dict(filters)),
         skip_validation=args.skip_bids_validation,
-        model=args.model,
-        device=args.device,
-        fill=args.fill,
-        mask_mode=args.mask_mode,
-        tta=args.tta,
-        exact=args.exact,
-        precision=args.precision,
-        postprocess=args.postprocess,
-        nprocs=check_nprocs(args.nprocs),
-        work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
-        overwrite=args.overwrite,
-        dry_run=args.dry_run,
         remove_demographics=args.remove_demographics,
-        verify=args.verify,
-        face_threshold=check_face_threshold(args.face_threshold),
-        verbosity=args.verbose,
+        **pipeline_fields(args),
         container=MappingProxyType(container),
     )
 
@@ -283,38 +299,81 @@ def _find_scans(settings: Settings) -> list[Scan]:
     )
 
 
-def _participant(settings: Settings) -> int:
-    from ctadeface import participant
-    from ctadeface.segment import FaceSegmenter, inference_request, torch_settings
+@dataclass(frozen=True)
+class Pipeline:
+    """What a run needs to deface: its settings (post-processing resolved for the model), the
+    model's makers (called once, when the first image needs them) and keys."""
+
+    settings: Settings
+    make_segmenter: Callable[[], participant.Segmenter]
+    make_verifier: Callable[[], participant.Verifier] | None
+    inference: str
+    model_key: Mapping[str, str]
+
+
+def load_pipeline(settings: Settings) -> Pipeline:
+    """Resolve the model of ``settings`` (a ModelError when it cannot be used); nothing is
+    loaded yet."""
+    from ctadeface.segment import FaceSegmenter, inference_request
     from ctadeface.segment.models import resolve_model
 
-    scans = _find_scans(settings)
     model = resolve_model(settings.model, settings.cache_dir)
     if settings.postprocess is None:
         settings = replace(settings, postprocess=model.postprocess)
+    chosen = settings
 
     def make_segmenter() -> participant.Segmenter:
         return FaceSegmenter(
             model,
-            device=settings.device,
-            tta=settings.tta,
-            exact=settings.exact,
-            precision=settings.precision,
+            device=chosen.device,
+            tta=chosen.tta,
+            exact=chosen.exact,
+            precision=chosen.precision,
         )
 
     def make_verifier() -> participant.Verifier:
         from ctadeface.verify.verdict import Verifier
 
-        return Verifier(settings.face_threshold, settings.mask_mode)
+        return Verifier(chosen.face_threshold, chosen.mask_mode)
 
+    return Pipeline(
+        settings=settings,
+        make_segmenter=make_segmenter,
+        make_verifier=make_verifier if settings.verify else None,
+        inference=inference_request(model, exact=settings.exact, precision=settings.precision),
+        model_key=model.checkpoint_sha256,
+    )
+
+
+def exit_code(statuses: Sequence[tuple[Status, int]], mask_mode: str) -> int:
+    """The run's exit code from each scan's (status, failure exit code): 1 when a scan is
+    identifiable (or face-like in strict mode) or failed, 65 when every one failed unreadable."""
+    needs_look = {Status.IDENTIFIABLE} | ({Status.FACE_LIKE} if mask_mode == "strict" else set())
+    if any(status in needs_look for status, _ in statuses):
+        return EXIT_SOME_FAILED
+    failed = [code for status, code in statuses if status == Status.FAILED]
+    if not failed:
+        return EXIT_OK
+    if len(failed) == len(statuses) and all(code == EXIT_DATAERR for code in failed):
+        return EXIT_DATAERR
+    return EXIT_SOME_FAILED
+
+
+def _participant(settings: Settings) -> int:
+    from ctadeface import participant
+    from ctadeface.segment import torch_settings
+
+    scans = _find_scans(settings)
+    pipeline = load_pipeline(settings)
+    settings = pipeline.settings
     with torch_settings(settings.nprocs):
         results = participant.run(
             settings,
             scans,
-            make_segmenter,
-            inference=inference_request(model, exact=settings.exact, precision=settings.precision),
-            model_key=model.checkpoint_sha256,
-            make_verifier=make_verifier if settings.verify else None,
+            pipeline.make_segmenter,
+            inference=pipeline.inference,
+            model_key=pipeline.model_key,
+            make_verifier=pipeline.make_verifier,
         )
     if settings.dry_run:
         for r in results:
@@ -322,23 +381,18 @@ def _participant(settings: Settings) -> int:
     counts = Counter(r.status for r in results)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"ctadeface: {len(results)} CT scan(s): {summary}; outputs in {settings.output_dir}")
-    needs_look = {Status.IDENTIFIABLE} | (
-        {Status.FACE_LIKE} if settings.mask_mode == "strict" else set()
+    flagged = sum(
+        r.status == Status.IDENTIFIABLE
+        or (r.status == Status.FACE_LIKE and settings.mask_mode == "strict")
+        for r in results
     )
-    flagged = [r for r in results if r.status in needs_look]
     if flagged:
         log.warning(
             "%d scan(s) %s after defacing: see group_report.html after the group level",
-            len(flagged),
+            flagged,
             "still identifiable or face-like" if settings.mask_mode == "strict" else "identifiable",
         )
-        return EXIT_SOME_FAILED
-    failed = [r for r in results if r.status == Status.FAILED]
-    if not failed:
-        return EXIT_OK
-    if len(failed) == len(results) and all(r.exit_code == EXIT_DATAERR for r in failed):
-        return EXIT_DATAERR
-    return EXIT_SOME_FAILED
+    return exit_code([(r.status, r.exit_code) for r in results], settings.mask_mode)
 
 
 def _group(settings: Settings) -> int:
@@ -368,14 +422,30 @@ def _group(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _write_log(settings: Settings, collect: _Collect, started: _dt.datetime) -> None:
+@dataclass(frozen=True)
+class Command:
+    """A parsed command line, ready to run: where its log goes and the work itself.
+
+    Attributes:
+        output_dir: the log is written to ``output_dir/logs/`` (not on a dry run).
+        name: the log file's prefix (e.g. ``participant``).
+        execute: does the work, returns the exit code.
+    """
+
+    output_dir: Path
+    name: str
+    dry_run: bool
+    execute: Callable[[], int]
+
+
+def _write_log(command: Command, collect: _Collect, started: _dt.datetime) -> None:
     from ctadeface.io import write_text_atomic
 
-    if settings.dry_run or not collect.lines or not settings.output_dir.is_dir():
+    if command.dry_run or not collect.lines or not command.output_dir.is_dir():
         return
-    name = f"{settings.analysis_level}-{started.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    name = f"{command.name}-{started.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
     try:
-        write_text_atomic(settings.output_dir / "logs" / name, "\n".join(collect.lines) + "\n")
+        write_text_atomic(command.output_dir / "logs" / name, "\n".join(collect.lines) + "\n")
     except CTADefaceError as e:
         log.warning("could not write the run log: %s", e)
 
@@ -388,8 +458,25 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _bids_command(argv: Sequence[str] | None) -> Command:
+    settings = settings_from_args(build_parser().parse_args(argv), dict(os.environ))
+    log.info("ctadeface %s, %s level", __version__, settings.analysis_level)
+    run = _participant if settings.analysis_level == "participant" else _group
+    return Command(
+        settings.output_dir, settings.analysis_level, settings.dry_run, lambda: run(settings)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app; return the exit code (``run.py`` passes it to ``sys.exit``)."""
+    return run_command(argv, _bids_command)
+
+
+def run_command(
+    argv: Sequence[str] | None, parse: Callable[[Sequence[str] | None], Command]
+) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) with ``parse`` and run the command: logging set
+    up and put back, SIGTERM unwound like Ctrl-C, every error one line and its exit code."""
     started = _dt.datetime.now(_dt.UTC)
     words = list(sys.argv[1:] if argv is None else argv)
     verbose = sum(len(a) - 1 for a in words if re.fullmatch(r"-v+", a)) + words.count("--verbose")
@@ -397,21 +484,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         with _logging(verbose) as collect:
-            return _run(argv, verbose, collect, started)
+            return _run(argv, parse, verbose, collect, started)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run(argv: Sequence[str] | None, verbose: int, collect: _Collect, started: _dt.datetime) -> int:
-    settings: Settings | None = None
+def _run(
+    argv: Sequence[str] | None,
+    parse: Callable[[Sequence[str] | None], Command],
+    verbose: int,
+    collect: _Collect,
+    started: _dt.datetime,
+) -> int:
+    command: Command | None = None
     try:
-        args = build_parser().parse_args(argv)
-        settings = settings_from_args(args, dict(os.environ))
-        log.info("ctadeface %s, %s level", __version__, settings.analysis_level)
-        if settings.analysis_level == "participant":
-            return _participant(settings)
-        return _group(settings)
+        command = parse(argv)
+        return command.execute()
     except CTADefaceError as e:
         log.error("%s", e, exc_info=verbose > 0)
         return e.exit_code
@@ -422,8 +511,8 @@ def _run(argv: Sequence[str] | None, verbose: int, collect: _Collect, started: _
         log.error("unexpected error: %s: %s", type(e).__name__, e, exc_info=True)
         return EXIT_SOME_FAILED
     finally:
-        if settings is not None:
-            _write_log(settings, collect, started)
+        if command is not None:
+            _write_log(command, collect, started)
 
 
 if __name__ == "__main__":  # pragma: no cover

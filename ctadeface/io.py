@@ -17,6 +17,7 @@ import errno
 import gzip
 import hashlib
 import os
+import shutil
 import socket
 import types
 import typing
@@ -415,6 +416,33 @@ class _HashingWriter:
         return self._digest.hexdigest()
 
 
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it takes the name ``path`` (an
+    existing ``path`` is moved aside first and then deleted), on failure it is deleted. A killed
+    run leaves only a hidden temporary folder (:func:`remove_stale_temps`)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_name(path)
+        tmp.mkdir()
+    except OSError as e:
+        raise OutputError(f"{path.parent}: cannot create folder ({e.strerror or e})") from e
+    try:
+        yield tmp
+        old = _temp_name(path) if path.exists() else None
+        if old is not None:
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` at ``path`` atomically (e.g. a PNG figure)."""
     with _atomic_path(path) as tmp:
@@ -437,7 +465,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     host = _owner()
-    for tmp in folder.rglob(f".*{TEMP_MARKER}*"):
+    for tmp in list(folder.rglob(f".*{TEMP_MARKER}*")):
         parts = tmp.name.split(TEMP_MARKER, 1)[1].rsplit("-", 2)
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
             continue
@@ -445,7 +473,10 @@ def remove_stale_temps(folder: Path) -> list[Path]:
         if _pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
             removed.append(tmp)
     return removed
 

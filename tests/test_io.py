@@ -13,6 +13,7 @@ import pytest
 from ctadeface.errors import InputError, OutputError
 from ctadeface.io import (
     TEMP_MARKER,
+    atomic_folder,
     load_ct,
     remove_stale_temps,
     sha256_file,
@@ -229,6 +230,32 @@ def test_remove_stale_temps_only_removes_dead_owners(tmp_path):
         p.write_bytes(b"partial")
     assert remove_stale_temps(tmp_path) == [dead]
     assert alive.exists() and other_host.exists() and not dead.exists()
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out" / "series"
+    with atomic_folder(target) as tmp:
+        (tmp / "a").write_text("1")
+        assert not target.exists()
+    assert (target / "a").read_text() == "1"
+    with atomic_folder(target) as tmp:  # a redo replaces the whole folder
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    with pytest.raises(KeyboardInterrupt), atomic_folder(target) as tmp:
+        (tmp / "c").write_text("3")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert [p.name for p in target.parent.iterdir()] == ["series"]
+
+
+def test_a_killed_runs_temporary_folder_is_removed(tmp_path):
+    from ctadeface.io import _owner
+
+    stale = tmp_path / f".series{TEMP_MARKER}{_owner()}-999999999-abcd"
+    (stale / "ct").mkdir(parents=True)
+    (stale / "ct" / "00001.dcm").write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sha256_file(tmp_path):
