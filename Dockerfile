@@ -74,5 +74,6 @@ RUN if [ "${FETCH_FACENET}" = "1" ]; then \
 RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin ctadeface || true
 USER 1000
 WORKDIR /tmp
+# DICOM series: docker run --entrypoint ctadeface-dicom ... INPUT OUTPUT [options]
 ENTRYPOINT ["/opt/ctadeface/run.py"]
 CMD ["--help"]

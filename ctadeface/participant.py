@@ -122,7 +122,7 @@ def prepare_output(settings: Settings) -> None:
 T = TypeVar("T")
 
 
-class _Lazy(Generic[T]):
+class Lazy(Generic[T]):
     """Creates an expensive object (a loaded network) on first use, at most once."""
 
     def __init__(self, factory: Callable[[], T] | None) -> None:
@@ -381,8 +381,8 @@ def run(
     """
     if not settings.dry_run:
         prepare_output(settings)
-    segmenter = _Lazy(make_segmenter)
-    verifier = _Lazy(make_verifier)
+    segmenter = Lazy(make_segmenter)
+    verifier = Lazy(make_verifier)
     reader = ReadAhead()
     try:
         return _run_scans(settings, scans, segmenter, verifier, reader, model_key or {}, inference)
@@ -393,8 +393,8 @@ def run(
 def _run_scans(
     settings: Settings,
     scans: Sequence[Scan],
-    segmenter: _Lazy[Segmenter],
-    verifier: _Lazy[Verifier],
+    segmenter: Lazy[Segmenter],
+    verifier: Lazy[Verifier],
     reader: ReadAhead,
     model_key: Mapping[str, str],
     inference: str,

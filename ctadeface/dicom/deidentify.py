@@ -27,6 +27,8 @@ from typing import Any
 
 from ctadeface.dicom.write import derived_uid
 
+#: ``--deidentify``: the Basic Profile, or every attribute kept (pixel data and UIDs new).
+PROFILES = ("basic", "none")
 #: The dicom-anonymizer table used: PS3.15 Table E.1-1 of DICOM 2026c.
 PROFILE_TABLE = "dicomfields_2026c"
 #: The key of :func:`derived_uid` for UIDs replaced by the profile.

@@ -14,7 +14,9 @@ from ctadeface.report.table import (
     COLUMNS,
     group_table,
     needs_a_look,
+    provenance_row,
     read_provenance_for,
+    sort_rows,
     to_tsv,
     urgency,
 )
@@ -25,8 +27,10 @@ __all__ = [
     "group_report_html",
     "group_table",
     "needs_a_look",
+    "provenance_row",
     "read_provenance_for",
     "scan_links",
+    "sort_rows",
     "to_tsv",
     "urgency",
 ]

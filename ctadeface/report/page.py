@@ -194,11 +194,14 @@ def group_report_html(
     links: Mapping[str, Links],
     *,
     made: _dt.datetime | None = None,
+    title: str = "ctadeface group report",
+    table_file: str = "group_ct.tsv",
 ) -> str:
     """The page for ``rows`` (:func:`ctadeface.report.table.group_table`'s, in that order) and
     each scan's files (:func:`ctadeface.report.figures.scan_links`, by source relpath).
 
-    ``made``: the time the page says it was made (default now, UTC).
+    ``made``: the time the page says it was made (default now, UTC); ``title``: its heading;
+    ``table_file``: the TSV beside it that holds every row.
     """
     esc = html.escape
     made = made or _dt.datetime.now(_dt.UTC)
@@ -216,19 +219,20 @@ def group_report_html(
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        "<title>ctadeface group report</title>"
+        f"<title>{esc(title)}</title>"
         f"<style>{STYLE.read_text()}</style></head><body>"
-        "<h1>ctadeface group report</h1>"
+        f"<h1>{esc(title)}</h1>"
         f'<p class="meta">{len(rows)} scan(s), {missing} without outputs; ctadeface '
         f"{esc(__version__)}; made {esc(made.isoformat(timespec='seconds'))}. Every row is also in "
-        '<a href="group_ct.tsv">group_ct.tsv</a>.</p>'
+        f'<a href="{_href(table_file)}">{esc(table_file)}</a>.</p>'
         '<section id="summary"><h2>Summary</h2>'
         f"{_counts_table(rows)}"
         "<h3>Needs a look</h3>"
         f"{_look_list(rows, links)}"
         f'<div class="plots">{"".join(plots(rows))}</div></section>'
         '<section><h2 id="table">Scans</h2>'
-        "<noscript><p>The table needs JavaScript; every row is in group_ct.tsv.</p></noscript>"
+        "<noscript><p>The table needs JavaScript; every row is in "
+        f"{esc(table_file)}.</p></noscript>"
         '<div class="controls">'
         f'<label>status <select id="f-status">{_options([r["status"] for r in rows], "all")}'
         "</select></label>"

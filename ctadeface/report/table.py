@@ -46,11 +46,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def row_for(scan: Scan, provenance: Provenance | None) -> dict[str, str]:
     """One TSV row for ``scan`` from its recorded provenance (None: no outputs)."""
-    row = {
-        "participant_id": f"sub-{scan.subject}",
-        "session_id": f"ses-{scan.session}" if scan.session else NA,
-        "source": scan.relpath,
-    }
+    session = f"ses-{scan.session}" if scan.session else NA
+    return provenance_row(provenance, f"sub-{scan.subject}", session, scan.relpath)
+
+
+def provenance_row(
+    provenance: Provenance | None, participant_id: str, session_id: str, source: str
+) -> dict[str, str]:
+    """One TSV row from a recorded provenance (None: no outputs), for any kind of input."""
+    row = {"participant_id": participant_id, "session_id": session_id, "source": source}
     if provenance is None:
         row.update(dict.fromkeys(COLUMNS[4:], NA), status=Status.MISSING)
         return row
@@ -150,7 +154,11 @@ def reason(row: Mapping[str, str]) -> str:
 
 def group_table(pairs: Sequence[tuple[Scan, Provenance | None]]) -> list[dict[str, str]]:
     """Rows sorted by :func:`urgency`, then path."""
-    rows = [row_for(scan, prov) for scan, prov in pairs]
+    return sort_rows([row_for(scan, prov) for scan, prov in pairs])
+
+
+def sort_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """Rows by :func:`urgency`, then source: what needs a look first."""
     return sorted(rows, key=lambda r: (urgency(r), r["source"]))
 
 

@@ -129,6 +129,28 @@ def write_series(
     return uid, affine
 
 
+def write_affine_series(folder: Path, data: np.ndarray, affine: np.ndarray, **kw) -> str:
+    """``write_series`` of ``data`` on the grid of a RAS+ ``affine`` (k reversed when it points
+    against the normal of the i and j axes, as DICOM slices are sorted along the normal);
+    returns the SeriesInstanceUID."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    axes = lps[:3, :3] / spacing
+    origin = lps[:3, 3]
+    if not np.allclose(np.cross(axes[:, 0], axes[:, 1]), axes[:, 2]):
+        data = data[:, :, ::-1]
+        origin = (lps @ [0.0, 0.0, data.shape[2] - 1.0, 1.0])[:3]
+    uid, _ = write_series(
+        folder,
+        data,
+        spacing=tuple(float(v) for v in spacing),
+        origin=tuple(float(v) for v in origin),
+        orientation=[float(v) for v in (*axes[:, 0], *axes[:, 1])],
+        **kw,
+    )
+    return uid
+
+
 def write_enhanced(
     path: Path,
     data: np.ndarray,
