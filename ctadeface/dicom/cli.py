@@ -40,6 +40,7 @@ class DicomSettings:
         input_dir: the folder (or file) searched for CT series; read only.
         series_uids: the SeriesInstanceUIDs to deface (empty: all CT image series).
         deidentify: ``basic`` (PS3.15 Basic Profile) or ``none``.
+        resample_tilt: deface gantry-tilted series on an untilted grid (else refuse them).
         pipeline: the pipeline's settings (its ``bids_dir`` is ``input_dir``, its
             ``output_dir`` OUTPUT).
     """
@@ -47,6 +48,7 @@ class DicomSettings:
     input_dir: Path
     series_uids: tuple[str, ...]
     deidentify: str
+    resample_tilt: bool
     pipeline: Settings
 
 
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="basic: the DICOM PS3.15 Basic Application Level Confidentiality Profile "
         "(no dates, descriptions or private attributes kept; default); none: every attribute "
         "kept but the UIDs",
+    )  # fmt: skip
+    g.add_argument(
+        "--resample-tilt", "--resample_tilt", action="store_true",
+        help="deface gantry-tilted series on an untilted grid (the written series keeps its "
+        "tilted geometry); default: refuse them",
     )  # fmt: skip
     add_pipeline_options(p)
     return p
@@ -92,7 +99,9 @@ def settings_from_args(args: argparse.Namespace) -> DicomSettings:
     pipeline = Settings(
         bids_dir=source, output_dir=output, analysis_level="participant", **pipeline_fields(args)
     )
-    return DicomSettings(source, tuple(args.series_uid), args.deidentify, pipeline)
+    return DicomSettings(
+        source, tuple(args.series_uid), args.deidentify, args.resample_tilt, pipeline
+    )
 
 
 def execute(job: DicomSettings) -> int:
@@ -120,6 +129,7 @@ def execute(job: DicomSettings) -> int:
             pipeline.make_segmenter,
             inference=pipeline.inference,
             deidentify=job.deidentify,
+            resample_tilt=job.resample_tilt,
             model_key=pipeline.model_key,
             make_verifier=pipeline.make_verifier,
         )

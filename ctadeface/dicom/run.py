@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 
 from ctadeface import __version__
+from ctadeface.deface import Fill
 from ctadeface.dicom.deidentify import PROFILES, method_description
 from ctadeface.dicom.seg import face_segmentation
 from ctadeface.dicom.series import Series
+from ctadeface.dicom.tilt import is_tilted, tilt_degrees, untilt
 from ctadeface.dicom.volume import load_series
 from ctadeface.dicom.write import write_defaced
 from ctadeface.errors import CTADefaceError, InputError, ModelError, OutputError, UsageError
@@ -173,10 +175,11 @@ def is_up_to_date(paths: SeriesPaths, request: Request, deidentify: str) -> bool
     return same
 
 
-def _description(provenance_fill: Any, settings: Settings, model: str) -> str:
+def _description(fill: Fill, settings: Settings, model: str, tilt: float | None) -> str:
+    untilted = f", found on an untilted grid (gantry tilt {tilt:.1f} deg)" if tilt else ""
     return (
-        f"face removed by ctadeface {__version__}: {settings.mask_mode} mask of model {model}, "
-        f"voxels replaced by {provenance_fill.policy} = {provenance_fill.value_hu:.0f} HU"
+        f"face removed by ctadeface {__version__}: {settings.mask_mode} mask of model {model}"
+        f"{untilted}, voxels replaced by {fill.policy} = {fill.value_hu:.0f} HU"
     )
 
 
@@ -188,31 +191,39 @@ def deface_series(
     verifier: Verifier | None,
     settings: Settings,
     deidentify: str,
+    resample_tilt: bool = False,
 ) -> tuple[Status, str]:
-    """Load, deface, verify and write one series into its folder (appearing whole)."""
+    """Load, deface, verify and write one series into its folder (appearing whole); a tilted
+    series (with ``resample_tilt``) is defaced on an untilted grid (``ctadeface.dicom.tilt``)."""
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
-    volume = load_series(series)
+    volume = load_series(series, tilt=resample_tilt)
     image = volume.image
     seed = int(request.input_sha256[:8], 16)
     source = series.files[0].parent
-    result = deface_image(image, settings, segmenter, verifier, seed=seed, source=source)
-    n_voxels = int(np.count_nonzero(result.mask))
-    volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
+    tilted = untilt(image) if is_tilted(image.affine) else None
+    work = tilted.image if tilted is not None else image
+    result = deface_image(work, settings, segmenter, verifier, seed=seed, source=source)
+    mask, defaced = result.mask, result.defaced
+    if tilted is not None:
+        mask, defaced = tilted.back(mask), tilted.back(defaced)
+    n_voxels = int(np.count_nonzero(mask))
+    volume_ml = n_voxels * abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
     model = segmenter.describe()
     key = _request_key(request, deidentify)
     with atomic_folder(paths.folder) as tmp:
         out = series_paths_in(tmp)
+        tilt = tilt_degrees(image.affine) if tilted is not None else None
         files = write_defaced(
             volume,
-            result.defaced,
-            result.mask,
+            defaced,
+            mask,
             out.ct,
             key=key,
-            description=_description(result.fill, settings, model.model),
+            description=_description(result.fill, settings, model.model, tilt),
             deidentify=deidentify == "basic",
         )
-        seg = face_segmentation(volume, files, result.mask, key=key, version=__version__)
+        seg = face_segmentation(volume, files, mask, key=key, version=__version__)
         seg.save_as(out.seg)
         if result.figure is not None:
             write_bytes_atomic(out.figure, result.figure)
@@ -254,11 +265,14 @@ def run(
     *,
     inference: str,
     deidentify: str,
+    resample_tilt: bool = False,
     model_key: Mapping[str, str] | None = None,
     make_verifier: Callable[[], Verifier] | None = None,
 ) -> list[SeriesResult]:
     """Deface every series into ``settings.output_dir``; one series' failure is recorded and
-    the others go on (the model, the output folder and usage errors end the run)."""
+    the others go on (the model, the output folder and usage errors end the run).
+    ``resample_tilt``: deface gantry-tilted series on an untilted grid instead of refusing them.
+    """
     if deidentify not in PROFILES:
         raise UsageError(f"--deidentify {deidentify}: choose one of {', '.join(PROFILES)}")
     if not settings.dry_run:
@@ -290,7 +304,7 @@ def run(
             if got is None:
                 raise UsageError("no segmenter: a DICOM run needs a model")
             status, summary = deface_series(
-                item, paths, request, got, verifier.get(), settings, deidentify
+                item, paths, request, got, verifier.get(), settings, deidentify, resample_tilt
             )
             seconds = time.perf_counter() - t0
             results.append(SeriesResult(name, source, status, summary, seconds))

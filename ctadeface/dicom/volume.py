@@ -5,7 +5,8 @@ Geometry comes from ImagePositionPatient, ImageOrientationPatient and PixelSpaci
 for Enhanced CT); slices are sorted along the normal of their plane. A series that cannot be
 one regular grid is refused with one line: mixed orientations, missing or duplicate positions,
 uneven spacing beyond :data:`SPACING_TOLERANCE_MM` (a missing slice is a gap), several frames
-of reference, gantry tilt, fewer than :data:`MIN_SLICES` slices.
+of reference, gantry tilt (unless asked for: :mod:`ctadeface.dicom.tilt`), fewer than
+:data:`MIN_SLICES` slices.
 
 Array axes: ``data[i, j, k]`` is column i, row j of slice k (i along the row direction, the
 first three numbers of ImageOrientationPatient; k along the normal, slices sorted by position).
@@ -167,9 +168,13 @@ def _multi_frames(series: Series) -> list[_Frame]:
     return frames
 
 
-def check_geometry(frames: Sequence[_Frame], name: str) -> tuple[list[_Frame], np.ndarray]:
+def check_geometry(
+    frames: Sequence[_Frame], name: str, *, tilt: bool = False
+) -> tuple[list[_Frame], np.ndarray]:
     """The frames sorted along the normal and the series' LPS affine, or InputError naming
-    ``name`` and what is wrong."""
+    ``name`` and what is wrong. With ``tilt`` a gantry tilt (slice origins shifting in plane by
+    the same step from slice to slice) is accepted: the affine's third column is then the
+    tilted step (``ctadeface.dicom.tilt``)."""
     if len(frames) < MIN_SLICES:
         raise InputError(f"{name}: {len(frames)} slice(s), fewer than {MIN_SLICES}")
     if len({f.frame_of_reference for f in frames}) > 1:
@@ -201,10 +206,18 @@ def check_geometry(frames: Sequence[_Frame], name: str) -> tuple[list[_Frame], n
             "a missing slice?"
         )
     in_plane = (positions - positions[0]) @ np.stack([row, col], axis=1)
-    if float(np.abs(in_plane).max()) > TILT_TOLERANCE_MM:
+    shift = float(np.abs(in_plane).max())
+    if shift > TILT_TOLERANCE_MM and not tilt:
         raise InputError(
-            f"{name}: gantry tilt (slice origins shift by up to {np.abs(in_plane).max():.2f} mm "
-            "in plane); resample the series to an untilted grid first"
+            f"{name}: gantry tilt (slice origins shift by up to {shift:.2f} mm in plane); "
+            "--resample-tilt defaces it on an untilted grid"
+        )
+    linear = np.outer(np.arange(len(positions)), in_plane[-1] / (len(positions) - 1))
+    irregular = float(np.abs(in_plane - linear).max())
+    if irregular > TILT_TOLERANCE_MM:
+        raise InputError(
+            f"{name}: slice origins shift irregularly in plane (off a steady tilt by up to "
+            f"{irregular:.2f} mm)"
         )
     row_mm, col_mm = frames[0].spacing  # between rows (along the columns), between columns
     affine = np.eye(4)
@@ -239,14 +252,15 @@ def _pixels(frames: Sequence[_Frame]) -> np.ndarray:
     return out
 
 
-def load_series(series: Series) -> DicomVolume:
+def load_series(series: Series, *, tilt: bool = False) -> DicomVolume:
     """The series as a :class:`DicomVolume`. Raises InputError (one line) when it cannot be one
-    regular grid, or its pixels cannot be read."""
+    regular grid (``tilt``: a tilted one is accepted, see :func:`check_geometry`), or its pixels
+    cannot be read."""
     import pydicom
 
     name = f"series {series.uid}"
     frames = _multi_frames(series) if series.enhanced else _single_frames(series)
-    frames, lps = check_geometry(frames, name)
+    frames, lps = check_geometry(frames, name, tilt=tilt)
     try:
         data = _pixels(frames)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError) as e:

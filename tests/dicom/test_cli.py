@@ -42,11 +42,11 @@ def _phantom_series(folder: Path, seed: int, **kw) -> str:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
-    """A PACS-export-like folder: two phantom CT series (int16 slope 0.5; uint16), a
-    localizer and a dose report; shuffled file names."""
+    """A PACS-export-like folder: two phantom CT series in one folder (int16 slope 0.5; uint16),
+    a localizer and a dose report; shuffled file names."""
     root = tmp_path_factory.mktemp("archive") / "export"
-    _phantom_series(root / "s1", 1, slope=0.5, prefix="IM")
-    _phantom_series(root / "s2", 2, dtype="uint16", prefix="IM")
+    _phantom_series(root / "DICOM", 1, slope=0.5, prefix="IM")
+    _phantom_series(root / "DICOM", 2, dtype="uint16", prefix="IMG")
     write_series(
         root / "scout",
         np.zeros((16, 16, 1), np.int16),
