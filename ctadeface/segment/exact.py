@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ctadeface.errors import ModelError
+from ctadeface.segment.localise import Superior
 from ctadeface.segment.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,16 @@ class ExactStrategy:
         return tuple(float(s) for s in self._predictor.configuration_manager.spacing)
 
     def segment(
-        self, kji: np.ndarray, spacing: tuple[float, ...], slope: float, inter: float
+        self,
+        kji: np.ndarray,
+        spacing: tuple[float, ...],
+        slope: float,
+        inter: float,
+        *,
+        up: Superior | None = None,
     ) -> np.ndarray:
         """The bool mask of ``kji`` (stored units; HU = stored * slope + inter), spacing in mm
-        per axis (k, j, i)."""
+        per axis (k, j, i), over the whole field of view as nnU-Net does (``up`` is not used)."""
         image = (np.asarray(kji, dtype=np.float32) * np.float32(slope) + np.float32(inter))[None]
         properties = {"spacing": list(spacing)}
         with quiet("predict"):

@@ -26,6 +26,7 @@ from ctadeface.errors import ModelError
 from ctadeface.hu import BODY_HU
 from ctadeface.segment import resampling
 from ctadeface.segment.exact import nnunet_predictor
+from ctadeface.segment.localise import HEAD_SLAB_MM, Superior, head_slab
 from ctadeface.segment.models import ModelSpec
 from ctadeface.segment.network import (
     ModelConfig,
@@ -56,7 +57,8 @@ _TORCH_DTYPES = (np.int16, np.uint8, np.int8, np.int32, np.float32, np.float64)
 #: How the fast strategy describes itself in the provenance.
 DESCRIPTION = (
     "nnU-Net's resampling, tiles and weights, only the tiles reaching the body box "
-    f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm)"
+    f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm) of the head slab "
+    f"({HEAD_SLAB_MM:.0f} mm from the top of the body)"
 )
 
 #: A logit that no interpolation with real logits (|x| < 100) can overturn, and finite, so that
@@ -119,10 +121,18 @@ class FastStrategy:
             self.segment(head, tuple(0.8 * float(t) for t in config.spacing), 1.0, 0.0)
 
     def segment(
-        self, kji: np.ndarray, spacing: tuple[float, ...], slope: float, inter: float
+        self,
+        kji: np.ndarray,
+        spacing: tuple[float, ...],
+        slope: float,
+        inter: float,
+        *,
+        up: Superior | None = None,
     ) -> np.ndarray:
         """The bool mask of ``kji`` (stored units; HU = stored * slope + inter), spacing in mm
-        per axis (k, j, i): nnU-Net's sliding window restricted to the tiles that reach the body.
+        per axis (k, j, i): nnU-Net's sliding window restricted to the tiles that reach the body
+        (with ``up``, the patient's superior direction: the body of the head slab,
+        :mod:`ctadeface.segment.localise`).
 
         The model grid, the tile positions, the Gaussian weighting and its half-precision
         accumulation are nnU-Net's for the whole field of view. Only tiles holding body (grown
@@ -138,6 +148,8 @@ class FastStrategy:
         cells = body_cells(kji, spacing, threshold)
         if cells is None:
             return mask
+        if up is not None:
+            cells = (head_slab(cells[0], cells[1], spacing, up), cells[1])
         box = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=cells)
         if box is None:
             return mask
@@ -182,7 +194,7 @@ class FastStrategy:
         else:
             decide = _not_background
             logits[0, outside] = _FAR
-        up = [
+        upsample = [
             resampling.axis_map(
                 n_low, n, (b.start, b.stop), order=order, offset=a, device=self.device
             )
@@ -190,7 +202,7 @@ class FastStrategy:
                 full, kji.shape, box, needed, prob_orders, strict=True
             )
         ]
-        resampling.resample_decide(logits, up, decide, out=mask[box])
+        resampling.resample_decide(logits, upsample, decide, out=mask[box])
         return mask
 
     def _transform(self, slope: float, inter: float) -> Callable[[torch.Tensor], torch.Tensor]:

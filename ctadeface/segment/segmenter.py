@@ -36,6 +36,7 @@ from ctadeface.errors import InputError, ModelError, UsageError
 from ctadeface.provenance import ModelRecord
 from ctadeface.segment import fast
 from ctadeface.segment.exact import ExactStrategy
+from ctadeface.segment.localise import Superior, superior_of, superior_of_codes
 from ctadeface.segment.models import ModelSpec
 from ctadeface.segment.network import ModelConfig, configuration, numpy_globals, read_config
 from ctadeface.segment.orientation import Orientation
@@ -66,7 +67,13 @@ class Strategy(Protocol):
         ...
 
     def segment(
-        self, kji: np.ndarray, spacing: tuple[float, ...], slope: float, inter: float
+        self,
+        kji: np.ndarray,
+        spacing: tuple[float, ...],
+        slope: float,
+        inter: float,
+        *,
+        up: Superior | None = None,
     ) -> np.ndarray: ...
 
 
@@ -284,25 +291,33 @@ class FaceSegmenter:
             raise ValueError(f"expected three positive spacings (mm), got {spacing}")
         codes = self.model.orientation
         if codes is None:
-            return self._predict_stored(volume, spacing, slope, inter)
+            up = superior_of(affine) if affine is not None else None
+            return self._predict_stored(volume, spacing, slope, inter, up)
         if affine is None:
             raise UsageError(
                 f"model {self.model.name} segments arrays in {codes} orientation: "
                 "predict() needs the scan's affine"
             )
         turn = Orientation.of(affine, codes)
-        mask = self._predict_stored(turn.forward(volume), turn.spacing(spacing), slope, inter)
+        up = superior_of_codes(codes)
+        mask = self._predict_stored(turn.forward(volume), turn.spacing(spacing), slope, inter, up)
         return turn.backward(mask, volume)
 
     def _predict_stored(
-        self, volume: np.ndarray, spacing: tuple[float, float, float], slope: float, inter: float
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float],
+        slope: float,
+        inter: float,
+        up: Superior | None = None,
     ) -> np.ndarray:
-        """The mask of ``volume`` fed to the network in its own array order."""
+        """The mask of ``volume`` fed to the network in its own array order (``up``: the
+        patient's superior direction in it, for the head slab)."""
         self._check_resampled_size(volume.shape, spacing)
         kji = np.asarray(volume).T  # nnU-Net's axis order; C-ordered for a nibabel array
         kji_spacing = tuple(abs(float(s)) for s in spacing[::-1])
         with torch.inference_mode():
-            mask_kji = self.strategy.segment(kji, kji_spacing, slope, inter)
+            mask_kji = self.strategy.segment(kji, kji_spacing, slope, inter, up=up)
         return mask_kji.T
 
     def _check_resampled_size(
