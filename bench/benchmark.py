@@ -4,7 +4,8 @@ Run by hand (not in ``make test``), on a quiet machine::
 
     .venv/bin/python -m bench.benchmark [--model open] [--runs 3] [--out bench/results]
 
-For each input (a 512x512x300 int16 CTA-sized phantom at 0.45x0.45x0.6 mm, and the Visible Human
+For each input (a 512x512x300 int16 CTA-sized phantom at 0.45x0.45x0.6 mm, a 512x512x800
+arch-to-vertex phantom at the same spacing (``bench/arch_to_vertex.py``), and the Visible Human
 head of ../shared/data when present), alternating A/B/C within each repetition:
 
 - (a) ours: ``run.py BIDS OUT participant --no-verify`` (default model, fill, post-processing
@@ -107,6 +108,13 @@ def make_inputs(
         nib.save(phantom.to_nifti(), str(phantom_path))
     default = shape == (512, 512, 300)
     inputs["cta-phantom" if default else f"smoke-{'x'.join(map(str, shape))}"] = phantom_path
+    if default:
+        long_path = work / "cta_arch_to_vertex_512x512x800.nii.gz"
+        if not long_path.exists():
+            from bench.arch_to_vertex import arch_to_vertex
+
+            nib.save(arch_to_vertex(), str(long_path))
+        inputs["cta-arch-to-vertex"] = long_path
     if vhp.is_file():
         inputs["vhp-head"] = vhp
     return inputs
