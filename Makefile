@@ -31,6 +31,7 @@ test: install lint
 # The speed benchmark (minutes; a quiet machine): bench/README.md, results in bench/results/.
 bench: install
 	$(PY) -m bench.benchmark
+	$(PY) -m bench.memory
 
 clean-demo:
 	rm -rf $(DEMO)
