@@ -138,6 +138,12 @@ def test_a_rerun_skips_and_a_changed_output_is_redone(done, capsys):
     victim.write_bytes(victim.read_bytes()[:-2] + b"\0\0")
     code, printed, _ = _run(capsys, archive, out, *FAST)
     assert code == 0 and "1 defaced" in printed and "1 skipped" in printed
+    code, printed, _ = _run(capsys, archive, out, *FAST, "--overwrite")
+    assert code == 0 and "2 defaced" in printed
+    again = snapshot(out / pairs[0][1].folder.name)  # redone: the same series, UIDs and all
+    assert {k: v for k, v in again.items() if k.startswith("ct")} == {
+        k: v for k, v in kept.items() if k.startswith("ct")
+    }
 
 
 def test_series_uid_picks_one_and_an_unknown_one_exits_66(archive, tmp_path, capsys):
