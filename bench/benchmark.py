@@ -23,6 +23,9 @@ head of ../shared/data when present), alternating A/B/C within each repetition:
 - (c) I/O floor: read the source and write one int16 image and one uint8 mask of the same grid
   with ``ctadeface.io``; the read+write time inside the process is reported apart.
 
+Then (a) on a dataset of ``--batch`` (3) links to the input in one process, with the
+verification off and on (per-scan times, whole-process wall time and peak RSS).
+
 Ratios: a/b = (a)'s scan time / (b)'s wall time (the reference has no model to keep loaded:
 it loads it for every scan); a/c = (a)'s scan time / (c)'s read+write time; both also for the
 whole processes. It prints min/median/max of every measure, the Dice between the masks of (a)
@@ -135,14 +138,18 @@ def one_scan_dataset(source: Path, root: Path, copies: int = 1) -> Path:
     return root
 
 
-def run_ours_batch(source: Path, work: Path, model: str, device: str, copies: int) -> dict:
-    """(a) on a dataset of ``copies`` links to ``source``, one process: per-scan times (the
-    next scan is read while one is segmented), whole-process wall time and peak RSS."""
+def run_ours_batch(
+    source: Path, work: Path, model: str, device: str, copies: int, *, verify: bool = False
+) -> dict:
+    """(a) on a dataset of ``copies`` links to ``source``, one process (with ``verify``: the
+    verification on): per-scan times (the next scan is read while one is segmented),
+    whole-process wall time and peak RSS."""
     bids = one_scan_dataset(source, work / "bids-batch", copies)
     out = work / "ours-batch"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [PY, str(ROOT / "run.py"), str(bids), str(out), "participant", "--model", model]
-    stats = measure([*cmd, "--device", device, "-w", str(work / "run-work"), "--no-verify"])
+    cmd += ["--device", device, "-w", str(work / "run-work")]
+    stats = measure([*cmd, "--verify" if verify else "--no-verify"])
     scans = sorted(
         float(json.loads(p.read_text())["Defacing"]["DurationSeconds"])
         for p in out.rglob("*_desc-defaced_ct.json")
@@ -298,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--only", action="append", help="input name(s) to run (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for (a) and (b) alike")
-    p.add_argument("--batch", type=int, default=4, help="scans in the one-process run of (a)")
+    p.add_argument(
+        "--batch", type=int, default=3,
+        help="scans in the one-process runs of (a), verification off and on (default 3)",
+    )  # fmt: skip
     p.add_argument("--vhp", type=Path, default=VHP, help="the Visible Human head (if present)")
     p.add_argument(
         "--reference-reader",
@@ -352,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         _, masks["a"] = run_ours(source, args.work, args.model, args.device, ("--no-postprocess",))
         res_batch = run_ours_batch(source, args.work, args.model, args.device, args.batch)
         print(f"{name} batch of {args.batch}: {res_batch}", flush=True)
+        res_verified = run_ours_batch(
+            source, args.work, args.model, args.device, args.batch, verify=True
+        )
+        print(f"{name} batch of {args.batch}, verified: {res_verified}", flush=True)
         image = load_ct(source)
         b_post = postprocess(masks["b"], image.hu_view(), image.spacing)
         res: dict = {
@@ -360,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         res["precision"] = runs["a"][0]["precision"]
         res["batch"] = res_batch
+        res["batch_verified"] = res_verified
         res["device"] = gpu_name() if args.device.startswith("cuda") else "cpu"
         a_scan = res["a"]["scan_s"]["median"]
         med = {k: res[k]["wall_s"]["median"] for k in res if k in "abc"}
@@ -419,14 +434,17 @@ def report(results: dict[str, dict], model: str, runs: int) -> str:
             f"volume ({res['int16_volume_mib']:.0f} MiB); above the {res['baseline_rss_mib']:.0f} "
             f"MiB of imports and model: {res['rss_above_baseline_over_int16']:.1f} x | | | | |"
         )
-        batch = res["batch"]
-        median = statistics.median(batch["scans_s"])
-        lines.append(
-            f"| {name} | (a) {batch['copies']} scans in one run: per scan median {median:.2f} s "
-            f"[{min(batch['scans_s']):.2f}-{max(batch['scans_s']):.2f}], a/c = "
-            f"{median / res['c']['io_s']['median']:.2f}; process {batch['wall_s']:.1f} s, "
-            f"peak RSS {batch['peak_rss_mib']:.0f} MiB | | | | |"
-        )
+        for key, how in (("batch", "in one run"), ("batch_verified", "in one run, verified")):
+            if key not in res:
+                continue
+            batch = res[key]
+            median = statistics.median(batch["scans_s"])
+            lines.append(
+                f"| {name} | (a) {batch['copies']} scans {how}: per scan median {median:.2f} s "
+                f"[{min(batch['scans_s']):.2f}-{max(batch['scans_s']):.2f}], a/c = "
+                f"{median / res['c']['io_s']['median']:.2f}; process {batch['wall_s']:.1f} s, "
+                f"peak RSS {batch['peak_rss_mib']:.0f} MiB | | | | |"
+            )
     return "\n".join(lines) + "\n"
 
 
