@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -345,6 +345,12 @@ def load_pipeline(settings: Settings) -> Pipeline:
     )
 
 
+def count_statuses(statuses: Iterable[Status]) -> str:
+    """``"2 defaced, 1 failed"``: how many of each status, in status order."""
+    counts = Counter(statuses)
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
 def exit_code(statuses: Sequence[tuple[Status, int]], mask_mode: str) -> int:
     """The run's exit code from each scan's (status, failure exit code): 1 when a scan is
     identifiable (or face-like in strict mode) or failed, 65 when every one failed unreadable."""
@@ -378,8 +384,7 @@ def _participant(settings: Settings) -> int:
     if settings.dry_run:
         for r in results:
             print(f"{r.status}\t{r.scan.relpath}\t{r.message}")
-    counts = Counter(r.status for r in results)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    summary = count_statuses(r.status for r in results)
     print(f"ctadeface: {len(results)} CT scan(s): {summary}; outputs in {settings.output_dir}")
     flagged = sum(
         r.status == Status.IDENTIFIABLE

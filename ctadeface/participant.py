@@ -254,6 +254,48 @@ def deface_image(
     return Defacing(mask, defaced, fill, status, verification, figure)
 
 
+def write_figure(figure: bytes, path: Path, thumbnail: Path) -> None:
+    """The QC figure (PNG) and its thumbnail; a bad figure costs its thumbnail, not the scan."""
+    write_bytes_atomic(path, figure)
+    try:
+        write_bytes_atomic(thumbnail, thumbnail_jpeg(figure))
+    except ValueError as e:
+        log.warning("%s: no thumbnail: %s", path, e)
+
+
+def provenance_of(
+    result: Defacing,
+    mask: np.ndarray,
+    voxel_mm3: float,
+    segmenter: Segmenter,
+    settings: Settings,
+    request: Request,
+    *,
+    started: _dt.datetime,
+    seconds: float,
+    outputs: OutputHashes,
+) -> Provenance:
+    """The provenance of one defaced image: ``mask`` as written (voxels of ``voxel_mm3``),
+    started at ``started`` (UTC), ``seconds`` of its own, outputs with these sha256."""
+    n_voxels = int(np.count_nonzero(mask))
+    return Provenance(
+        software={"ctadeface": __version__, **segmenter.versions()},
+        model=segmenter.describe(),
+        fill=result.fill,
+        post_processing=POSTPROCESS if settings.postprocess else None,
+        strict=STRICT if settings.mask_mode == "strict" else None,
+        verification=result.verification,
+        start_time=started.isoformat(timespec="seconds"),
+        duration_seconds=round(seconds, 3),
+        input_sha256=request.input_sha256,
+        request=request,
+        output_sha256=outputs,
+        mask_voxels=n_voxels,
+        mask_volume_ml=round(n_voxels * voxel_mm3 / 1000.0, 3),
+        status=result.status,
+    )
+
+
 def deface_scan(
     scan: Scan,
     paths: OutputPaths,
@@ -279,35 +321,22 @@ def deface_scan(
         raise UsageError("no segmenter: the participant level needs a model")
     seed = int(request.input_sha256[:8], 16)
     result = deface_image(image, settings, segmenter, verifier, seed=seed, source=scan.path)
-    mask, defaced, fill = result.mask, result.defaced, result.fill
-    verification, figure, status = result.verification, result.figure, result.status
-    n_voxels = int(np.count_nonzero(mask))
-    volume_ml = n_voxels * float(np.prod(image.spacing)) / 1000.0
-
+    mask, defaced, figure = result.mask, result.defaced, result.figure
     mask_sha256 = write_image_atomic(paths.mask, mask.view(np.uint8), image)
     write_text_atomic(paths.mask_json, to_json(mask_sidecar(scan)))
     defaced_sha256 = write_image_atomic(paths.defaced, defaced, image)
     if figure is not None:
-        write_bytes_atomic(paths.figure, figure)
-        try:
-            write_bytes_atomic(paths.thumbnail, thumbnail_jpeg(figure))
-        except ValueError as e:  # the figure is QC: a bad one costs its thumbnail, not the scan
-            log.warning("%s: no thumbnail: %s", paths.figure, e)
-    provenance = Provenance(
-        software={"ctadeface": __version__, **segmenter.versions()},
-        model=segmenter.describe(),
-        fill=fill,
-        post_processing=POSTPROCESS if settings.postprocess else None,
-        strict=STRICT if settings.mask_mode == "strict" else None,
-        verification=verification,
-        start_time=started.isoformat(timespec="seconds"),
-        duration_seconds=round(time.perf_counter() - t0, 3),
-        input_sha256=request.input_sha256,
-        request=request,
-        output_sha256=OutputHashes(defaced=defaced_sha256, mask=mask_sha256),
-        mask_voxels=n_voxels,
-        mask_volume_ml=round(volume_ml, 3),
-        status=status,
+        write_figure(figure, paths.figure, paths.thumbnail)
+    provenance = provenance_of(
+        result,
+        mask,
+        float(np.prod(image.spacing)),
+        segmenter,
+        settings,
+        request,
+        started=started,
+        seconds=time.perf_counter() - t0,
+        outputs=OutputHashes(defaced=defaced_sha256, mask=mask_sha256),
     )
     sidecar, removed = defaced_sidecar(
         scan, provenance, remove_demographics=settings.remove_demographics
@@ -315,6 +344,7 @@ def deface_scan(
     write_text_atomic(paths.defaced_json, to_json(sidecar))
     gone = f"; removed from sidecar: {', '.join(removed)}" if removed else ""
     seen = ""
+    verification, fill = result.verification, result.fill
     if verification is not None:
         identity = verification.identity
         seen = (
@@ -323,8 +353,9 @@ def deface_scan(
             f"{verification.face_p_after:.2f}"
         )
     return (
-        status,
-        f"mask {volume_ml:.1f} ml, fill {fill.policy} = {fill.value_hu:.0f} HU{seen}{gone}",
+        result.status,
+        f"mask {provenance.mask_volume_ml:.1f} ml, fill {fill.policy} = {fill.value_hu:.0f} HU"
+        f"{seen}{gone}",
     )
 
 

@@ -11,8 +11,8 @@ asked for); 73 OUTPUT cannot be written; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +21,17 @@ from ctadeface import __version__
 from ctadeface.cli import (
     Command,
     add_pipeline_options,
+    count_statuses,
     exit_code,
     load_pipeline,
-    log,
     pipeline_fields,
     run_command,
 )
 from ctadeface.dicom.deidentify import PROFILES
 from ctadeface.errors import ArgumentParser, NoInputError, UsageError
 from ctadeface.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,7 @@ def execute(job: DicomSettings) -> int:
     for r in results:
         if settings.dry_run or r.status != "skipped":
             print(f"{r.status}\t{r.source}\t{r.name}\t{r.message}")
-    counts = Counter(r.status for r in results)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    summary = count_statuses(r.status for r in results)
     print(f"ctadeface-dicom: {len(results)} CT series: {summary}; outputs in {settings.output_dir}")
     if not settings.dry_run:
         table, page = dicom_run.write_summary(settings.output_dir, results)

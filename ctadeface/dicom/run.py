@@ -45,24 +45,22 @@ from ctadeface.io import (
     atomic_folder,
     remove_stale_temps,
     sha256_file,
-    write_bytes_atomic,
     write_text_atomic,
 )
 from ctadeface.outputs import PROVENANCE_KEY, to_json
 from ctadeface.participant import (
-    POSTPROCESS,
-    STRICT,
     Lazy,
     Segmenter,
     Verifier,
     deface_image,
+    provenance_of,
     run_request,
+    write_figure,
 )
 from ctadeface.provenance import OutputHashes, Provenance, Request, from_json
 from ctadeface.provenance import to_json as record_json
 from ctadeface.settings import Settings
 from ctadeface.status import Status
-from ctadeface.verify.figure import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +94,16 @@ def series_paths_in(folder: Path) -> SeriesPaths:
     )
 
 
-def series_name(series: Series, number: int | None) -> str:
+def series_name(series: Series) -> str:
     """``series-<SeriesNumber>-<12 hex of sha256(SeriesInstanceUID)>``: readable, unique, and
     nothing of the patient in it."""
     digest = hashlib.sha256(series.uid.encode()).hexdigest()[:12]
-    return f"series-{number if number is not None else 0:03d}-{digest}"
+    return f"series-{series.number or 0:03d}-{digest}"
 
 
 def series_paths(output_dir: Path, series: Series) -> SeriesPaths:
-    import pydicom
-
-    first = pydicom.dcmread(
-        series.files[0], stop_before_pixels=True, specific_tags=["SeriesNumber"]
-    )
-    number = first.get("SeriesNumber")
-    return series_paths_in(output_dir / series_name(series, int(number) if number else None))
+    """The output folder of ``series`` under ``output_dir``."""
+    return series_paths_in(output_dir / series_name(series))
 
 
 @dataclass(frozen=True)
@@ -207,8 +200,6 @@ def deface_series(
     mask, defaced = result.mask, result.defaced
     if tilted is not None:
         mask, defaced = tilted.back(mask), tilted.back(defaced)
-    n_voxels = int(np.count_nonzero(mask))
-    volume_ml = n_voxels * abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
     model = segmenter.describe()
     key = _request_key(request, deidentify)
     with atomic_folder(paths.folder) as tmp:
@@ -226,26 +217,17 @@ def deface_series(
         seg = face_segmentation(volume, files, mask, key=key, version=__version__)
         seg.save_as(out.seg)
         if result.figure is not None:
-            write_bytes_atomic(out.figure, result.figure)
-            try:
-                write_bytes_atomic(out.thumbnail, thumbnail_jpeg(result.figure))
-            except ValueError as e:
-                log.warning("%s: no thumbnail: %s", paths.figure, e)
-        provenance = Provenance(
-            software={"ctadeface": __version__, **segmenter.versions()},
-            model=model,
-            fill=result.fill,
-            post_processing=POSTPROCESS if settings.postprocess else None,
-            strict=STRICT if settings.mask_mode == "strict" else None,
-            verification=result.verification,
-            start_time=started.isoformat(timespec="seconds"),
-            duration_seconds=round(time.perf_counter() - t0, 3),
-            input_sha256=request.input_sha256,
-            request=request,
-            output_sha256=OutputHashes(defaced=folder_sha256(out.ct), mask=sha256_file(out.seg)),
-            mask_voxels=n_voxels,
-            mask_volume_ml=round(volume_ml, 3),
-            status=result.status,
+            write_figure(result.figure, out.figure, out.thumbnail)
+        provenance = provenance_of(
+            result,
+            mask,
+            abs(float(np.linalg.det(image.affine[:3, :3]))),  # a tilted grid's voxels too
+            segmenter,
+            settings,
+            request,
+            started=started,
+            seconds=time.perf_counter() - t0,
+            outputs=OutputHashes(defaced=folder_sha256(out.ct), mask=sha256_file(out.seg)),
         )
         deidentification: dict[str, Any] = {"Profile": deidentify}
         if deidentify == "basic":
@@ -254,7 +236,7 @@ def deface_series(
         write_text_atomic(out.provenance, to_json(record))
     return (
         result.status,
-        f"{len(files)} file(s), mask {volume_ml:.1f} ml, fill {result.fill.policy}",
+        f"{len(files)} file(s), mask {provenance.mask_volume_ml:.1f} ml, fill {result.fill.policy}",
     )
 
 
@@ -312,7 +294,8 @@ def run(
         except CTADefaceError as e:
             if isinstance(e, ModelError | OutputError | UsageError):
                 raise
-            results.append(_failed(name, source, f"{source}: {e}", e.exit_code, t0))
+            message = str(e) if source in str(e) else f"{source}: {e}"
+            results.append(_failed(name, source, message, e.exit_code, t0))
         except OSError as e:
             results.append(
                 _failed(name, source, f"{source}: {e.strerror or e}", InputError.exit_code, t0)
@@ -335,6 +318,9 @@ def write_summary(output_dir: Path, results: Sequence[SeriesResult]) -> tuple[Pa
     from ctadeface.report import Links, group_report_html, provenance_row, sort_rows, to_tsv
     from ctadeface.report.table import NA
 
+    def rel(path: Path) -> str | None:
+        return path.relative_to(output_dir).as_posix() if path.is_file() else None
+
     rows = []
     links = {}
     for result in results:
@@ -342,10 +328,6 @@ def write_summary(output_dir: Path, results: Sequence[SeriesResult]) -> tuple[Pa
         recorded = read_record(paths) if result.status != Status.FAILED else None
         row = provenance_row(recorded[0] if recorded else None, result.name, NA, result.name)
         rows.append(row)
-
-        def rel(path: Path) -> str | None:
-            return path.relative_to(output_dir).as_posix() if path.is_file() else None
-
         links[result.name] = Links(rel(paths.figure), rel(paths.thumbnail), rel(paths.provenance))
     rows = sort_rows(rows)
     table, page = output_dir / SUMMARY_TSV, output_dir / SUMMARY_HTML

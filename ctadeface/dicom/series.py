@@ -22,6 +22,7 @@ HEADER_TAGS = (
     "SeriesInstanceUID",
     "SeriesDescription",
     "ImageType",
+    "SeriesNumber",
 )
 
 
@@ -34,12 +35,14 @@ class Series:
         files: its files, sorted by path (their slice order is read with the pixels).
         description: SeriesDescription ("" when absent).
         enhanced: the files are Enhanced CT (multi-frame).
+        number: SeriesNumber (None when absent).
     """
 
     uid: str
     files: tuple[Path, ...]
     description: str
     enhanced: bool
+    number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ def _sop_name(uid: str) -> str:
 
     name = UID(uid).name
     return name if name and name != uid else f"SOP class {uid}"
+
+
+def _number(ds: object) -> int | None:
+    """SeriesNumber as an integer, None when absent or not one."""
+    try:
+        return int(getattr(ds, "SeriesNumber", None) or 0) or None
+    except (TypeError, ValueError):
+        return None
 
 
 def find_series(root: Path) -> tuple[list[Series], list[Skipped]]:
@@ -113,7 +124,8 @@ def find_series(root: Path) -> tuple[list[Series], list[Skipped]]:
         else:
             description = str(ds.get("SeriesDescription", ""))
             enhanced = sop == ENHANCED_CT_IMAGE_STORAGE
-            series.append(Series(uid, tuple(sorted(paths)), description, enhanced))
+            files = tuple(sorted(paths))
+            series.append(Series(uid, files, description, enhanced, _number(ds)))
             continue
         skipped.append(Skipped(f"series {uid} ({len(paths)} file(s))", reason))
     if not_dicom:
