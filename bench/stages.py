@@ -8,11 +8,12 @@ Default scans: the 512x512x300 CTA-sized phantom that ``benchmark.py`` caches an
 Human head of ../shared/data. Stages as ``participant.deface_scan`` runs them: hash the input,
 read, segment (fast path), post-process, choose the fill, fill, write the mask, write the
 defaced image, hash the outputs; with ``--verify`` also the verification's parts (the source
-and the defaced image in HU, which the app makes only to verify; renders before and after; the
-detectors before (MTCNN, dlib HOG) and after (also dlib's CNN); the descriptors and identity
-tests; the figure) and their sum against the defacing's. The first run of each scan warms
-caches and is dropped when there are more; the table gives the median of the
-rest. Writes ``stages.md`` (``stages_verify.md`` with ``--verify``) under ``--out``.
+and the defaced image's changed box in HU, which the app makes only to verify; renders before
+and after; the detectors: MTCNN and dlib HOG before and after, dlib's CNN after, in its worker
+processes meanwhile; the descriptors and identity tests; the figure) and their sum against the
+defacing's. The first run of each scan warms caches and is dropped when there are more; the
+table gives the median of the rest. Writes ``stages.md`` (``stages_verify.md`` with
+``--verify``) under ``--out``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from bench import RESULTS, WORK
 from bench.benchmark import machine, make_inputs
 from ctadeface.deface import PostProcess, apply_fill, choose_fill, postprocess
 from ctadeface.io import load_ct, sha256_file, write_image_atomic
+from ctadeface.participant import defaced_patch
 from ctadeface.segment.models import resolve_model
 from ctadeface.segment.segmenter import FaceSegmenter, torch_settings
 from ctadeface.verify.figure import figure_png
@@ -50,8 +51,7 @@ VERIFY_STAGES = (
     "source HU",
     "defaced HU",
     "renders",
-    "detect before",
-    "detect after",
+    "detect",
     "identity",
     "figure",
 )
@@ -96,15 +96,13 @@ def one_scan(
     sha256_file(out / "defaced.nii.gz")
     lap("hash outputs")
     if verifier is not None and hu is not None:
-        dhu = replace(image, data=defaced).hu()
+        patch = defaced_patch(image, defaced, mask)
         lap("defaced HU")
-        before = render_skin(hu, image.affine)
-        after = render_skin(dhu, image.affine, like=before)
+        before = render_skin(hu, image.affine, threads=verifier.workers)
+        after = render_skin(hu, image.affine, like=before, patch=patch, threads=verifier.workers)
         lap("renders")
-        faces_b = verifier.detector.detect(before, cnn=False)
-        lap("detect before")
-        faces_a = verifier.detector.detect(after, cnn=True)
-        lap("detect after")
+        faces_b, faces_a = verifier.detector.detect_pair(before, after)
+        lap("detect")
         result = verifier.judge(before, after, faces_b, faces_a)
         lap("identity")
         figure_png(before, after, mask, hu, image.affine, caption=caption(result))
@@ -124,7 +122,7 @@ def table(
     t0 = time.perf_counter()
     segmenter = FaceSegmenter(resolve_model(model, work / "cache"), device="cpu")
     load = time.perf_counter() - t0
-    verifier = Verifier() if verify else None
+    verifier = Verifier(workers=threads) if verify else None
     stages = STAGES + (VERIFY_STAGES if verify else ())
     lines = [
         f"Machine: {machine()}; model `{model}` (load {load:.2f} s, precision "

@@ -36,6 +36,16 @@ def occupied(mask: np.ndarray) -> list[np.ndarray]:
     ]
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """The smallest box of voxels that holds every True voxel of a 3D bool array, as slices
+    along (i, j, k); empty slices (0:0) when it holds none."""
+    idx = occupied(mask)
+    if not all(len(i) for i in idx):
+        return slice(0, 0), slice(0, 0), slice(0, 0)
+    a, b, c = (slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+    return a, b, c
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest connected part of a bool array of any dimension (face neighbours, scipy's
     default); ``mask`` itself when it holds at most one part."""

@@ -150,7 +150,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     r = p.add_argument_group("running")
     r.add_argument(
         "--nprocs", "--n_cpus", "--n-cpus", type=int, metavar="N",
-        help="CPU threads (default: all available)",
+        help="CPUs to use: torch threads, render threads, dlib CNN workers (default: all)",
     )  # fmt: skip
     r.add_argument("-w", "--work-dir", "--work_dir", type=Path, help="scratch folder")
     r.add_argument("--overwrite", action="store_true", help="redo scans with up-to-date outputs")
@@ -334,7 +334,7 @@ def load_pipeline(settings: Settings) -> Pipeline:
     def make_verifier() -> participant.Verifier:
         from ctadeface.verify.verdict import Verifier
 
-        return Verifier(chosen.face_threshold, chosen.mask_mode)
+        return Verifier(chosen.face_threshold, chosen.mask_mode, workers=chosen.nprocs)
 
     return Pipeline(
         settings=settings,

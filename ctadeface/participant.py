@@ -19,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from ctadeface import __version__
+from ctadeface.body import bounding_box
 from ctadeface.deface import (
     Fill,
     PostProcess,
@@ -53,6 +54,7 @@ from ctadeface.provenance import ModelRecord, OutputHashes, Provenance, Request
 from ctadeface.settings import Settings
 from ctadeface.status import Status
 from ctadeface.verify.figure import thumbnail_jpeg
+from ctadeface.verify.render import Patch
 from ctadeface.verify.verdict import Verification
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class Verifier(Protocol):
     def __call__(
         self,
         original_hu: np.ndarray,
-        defaced_hu: np.ndarray,
+        defaced: Patch,
         mask: np.ndarray,
         affine: np.ndarray,
         /,
@@ -245,13 +247,20 @@ def deface_image(
     verification: Verification | None = None
     figure: bytes | None = None
     if verifier is not None and hu is not None:
-        defaced_hu = replace(image, data=defaced).hu()
-        verification, figure = verifier(hu, defaced_hu, mask, image.affine)
-        del defaced_hu
+        patch = defaced_patch(image, defaced, mask)
+        verification, figure = verifier(hu, patch, mask, image.affine)
+        del patch
         if verification.status != Status.DEFACED:
             status = verification.status
             _warn(source, verification)
     return Defacing(mask, defaced, fill, status, verification, figure)
+
+
+def defaced_patch(image: CTImage, defaced: np.ndarray, mask: np.ndarray) -> Patch:
+    """The defaced image for the verifier: its HU in the mask's box, where alone it differs
+    from ``image`` (no second volume in HU)."""
+    box = bounding_box(mask)
+    return Patch(box, replace(image, data=defaced[box]).hu())
 
 
 def write_figure(figure: bytes, path: Path, thumbnail: Path) -> None:

@@ -59,7 +59,8 @@ class Settings:
         postprocess: apply ``deface.postprocess`` (air margin, no bone, nothing far from the
             patient) to the mask; None = the model's own default (on for ``open``, off for
             other models).
-        nprocs: CPU threads for torch, applied once for the run (None = torch's default).
+        nprocs: CPUs to use: torch threads (applied once for the run), render threads and dlib
+            CNN workers of the verification (None = all this process may use).
         work_dir: scratch space (extracted model zips).
         overwrite: redo scans whose outputs are up to date.
         dry_run: list what would be done; write nothing.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctadeface.body import occupied
+from ctadeface.body import bounding_box, occupied
 
 
 def test_occupied_lists_the_slices_holding_true_voxels_in_any_memory_layout() -> None:
@@ -14,6 +14,15 @@ def test_occupied_lists_the_slices_holding_true_voxels_in_any_memory_layout() ->
         got = occupied(array)
         assert [g.tolist() for g in got] == [[2, 6], [3, 5, 10], [1, 4, 6]]
     assert all(g.size == 0 for g in occupied(np.zeros((3, 4, 5), bool)))
+
+
+def test_bounding_box_holds_every_true_voxel_and_is_empty_for_none() -> None:
+    mask = np.zeros((9, 11, 7), bool)
+    mask[2, 3, 1] = mask[6, 10, 4] = True
+    box = bounding_box(mask)
+    assert box == (slice(2, 7), slice(3, 11), slice(1, 5))
+    assert mask[box].sum() == mask.sum()
+    assert bounding_box(np.zeros((3, 4, 5), bool)) == (slice(0, 0),) * 3
 
 
 def test_largest_component_keeps_the_biggest_face_connected_part() -> None:

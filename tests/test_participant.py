@@ -151,9 +151,10 @@ class FlagSecond:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, original_hu, defaced_hu, mask, affine):
+    def __call__(self, original_hu, defaced, mask, affine):
         self.calls += 1
-        assert original_hu.shape == defaced_hu.shape == mask.shape
+        assert original_hu.shape == mask.shape and defaced.fits(mask.shape)
+        defaced_hu = defaced.applied(original_hu)
         assert np.all(defaced_hu[mask] < 0) and np.array_equal(
             original_hu[~mask], defaced_hu[~mask]
         )

@@ -59,6 +59,19 @@ def _slice(
     return ndimage.map_coordinates(vol, np.moveaxis(ijk, -1, 0), order=order, cval=cval)
 
 
+def _centroid(mask: np.ndarray) -> np.ndarray | None:
+    """Mean voxel index (i, j, k) of a mask's voxels, from its projections (no index list);
+    None when empty."""
+    m = np.asarray(mask, dtype=bool).view(np.uint8)
+    ij = m.sum(axis=2, dtype=np.int64)
+    n = int(ij.sum())
+    if n == 0:
+        return None
+    k = m.sum(axis=(0, 1), dtype=np.int64)
+    profiles = (ij.sum(axis=1), ij.sum(axis=0), k)
+    return np.array([float(np.arange(len(p)) @ p) / n for p in profiles])
+
+
 def _mask_slices(
     mask: np.ndarray, hu: np.ndarray, affine: np.ndarray, mm: float = 1.0
 ) -> list[np.ndarray]:
@@ -70,8 +83,8 @@ def _mask_slices(
     corners = np.stack(np.meshgrid(*[[0, n - 1] for n in hu.shape])).reshape(3, -1).T
     world = corners @ affine[:3, :3].T + affine[:3, 3]
     lo, hi = world.min(0), world.max(0)
-    ijk = np.argwhere(mask)
-    c = ijk.mean(0) @ affine[:3, :3].T + affine[:3, 3] if len(ijk) else (lo + hi) / 2
+    centre = _centroid(mask)
+    c = centre @ affine[:3, :3].T + affine[:3, 3] if centre is not None else (lo + hi) / 2
     n = np.ceil((hi - lo) / mm).astype(int) + 1
     planes = [  # (origin, down, right, shape)
         (np.array([c[0], hi[1], hi[2]]), [0, 0, -mm], [0, -mm, 0], (n[2], n[1])),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,41 @@ class Render:
     crop: tuple[int, int, int, int]
 
 
+@dataclass(frozen=True)
+class Patch:
+    """A defaced image given as what changed in its original: its HU inside a box of voxels;
+    outside the box the two images are equal. Spares a full copy of the volume in HU.
+
+    Attributes:
+        box: slices along the original's axes (i, j, k).
+        hu: float32 HU of the defaced image inside ``box`` (the box's shape).
+    """
+
+    box: tuple[slice, slice, slice]
+    hu: np.ndarray
+
+    @classmethod
+    def whole(cls, defaced_hu: np.ndarray) -> Patch:
+        """A whole defaced image as a patch that covers everything."""
+        a, b, c = (slice(0, n) for n in defaced_hu.shape)
+        return cls((a, b, c), np.asarray(defaced_hu, dtype=np.float32))
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether the box lies inside an image of ``shape`` and ``hu`` has the box's shape."""
+        if len(shape) != 3 or len(self.box) != 3:
+            return False
+        for s, n in zip(self.box, shape, strict=True):
+            if s.step not in (None, 1) or not 0 <= s.start <= s.stop <= n:
+                return False
+        return self.hu.shape == tuple(s.stop - s.start for s in self.box)
+
+    def applied(self, original_hu: np.ndarray) -> np.ndarray:
+        """The whole defaced image in HU (float32): a copy of ``original_hu`` with the patch."""
+        out = np.array(original_hu, dtype=np.float32)
+        out[self.box] = self.hu
+        return out
+
+
 def view_frame(
     hu: np.ndarray,
     affine: np.ndarray,
@@ -122,22 +158,50 @@ def view_frame(
 
 
 def _block_mean(
-    hu: np.ndarray, affine: np.ndarray, voxel_mm: float
+    hu: np.ndarray, affine: np.ndarray, voxel_mm: float, patch: Patch | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Average blocks of voxels that are much finer than ``voxel_mm``; return (array, affine)."""
+    """Average blocks of voxels that are much finer than ``voxel_mm``; return (array, affine).
+
+    With a ``patch``, of the patched image: the blocks the patch touches are averaged again
+    from a copy of just those voxels, so no patched copy of the whole volume is made."""
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     f = [max(1, int(voxel_mm / s + 0.25)) for s in spacing]
     if f == [1, 1, 1]:
-        return np.asarray(hu, dtype=np.float32), affine
+        whole = np.asarray(hu, dtype=np.float32) if patch is None else patch.applied(hu)
+        return whole, affine
     n = [hu.shape[a] // f[a] * f[a] for a in range(3)]
-    a = np.asarray(hu[: n[0], : n[1], : n[2]], dtype=np.float32)
-    a = a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(
-        axis=(1, 3, 5), dtype=np.float32
-    )
+    a = _blocks(np.asarray(hu[: n[0], : n[1], : n[2]], dtype=np.float32), f)
+    if patch is not None:
+        lo = [min(s.start // b * b, m) for s, b, m in zip(patch.box, f, n, strict=True)]
+        hi = [min(-(-s.stop // b) * b, m) for s, b, m in zip(patch.box, f, n, strict=True)]
+        if all(h > low for low, h in zip(lo, hi, strict=True)):
+            region = tuple(slice(low, h) for low, h in zip(lo, hi, strict=True))
+            sub = np.array(hu[region], dtype=np.float32)
+            # the patch's part inside the region, in the patch's and the region's indices
+            src = tuple(
+                slice(max(low, s.start) - s.start, min(h, s.stop) - s.start)
+                for s, low, h in zip(patch.box, lo, hi, strict=True)
+            )
+            dst = tuple(
+                slice(max(low, s.start) - low, min(h, s.stop) - low)
+                for s, low, h in zip(patch.box, lo, hi, strict=True)
+            )
+            sub[dst] = patch.hu[src]
+            a[tuple(slice(low // b, h // b) for low, h, b in zip(lo, hi, f, strict=True))] = (
+                _blocks(sub, f)
+            )
     scale = np.eye(4)
     scale[:3, :3] = np.diag(f)
     scale[:3, 3] = [(x - 1) / 2 for x in f]
     return a, affine @ scale
+
+
+def _blocks(a: np.ndarray, f: Sequence[int]) -> np.ndarray:
+    """Means of the ``f``-sized blocks of ``a`` (its shape a multiple of ``f``), float32."""
+    n = a.shape
+    return a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(
+        axis=(1, 3, 5), dtype=np.float32
+    )
 
 
 def _camera_axes(yaw_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,6 +305,8 @@ def render_skin(
     voxel_mm: float = VOXEL_MM,
     px: int = RENDER_PX,
     like: Sequence[Render] | None = None,
+    patch: Patch | None = None,
+    threads: int = 1,
 ) -> list[Render]:
     """Shaded pictures of the skin isosurfaces, thresholds outer, yaws inner.
 
@@ -254,6 +320,9 @@ def render_skin(
         like: renders of another image on the same grid (e.g. the original of a defaced image):
             reuse their camera frame and crops (matched by threshold and yaw) so that pictures
             can be compared pixel by pixel. ``voxel_mm`` is then taken from them.
+        patch: render ``hu`` with this patch applied (a defaced image given as its original
+            ``hu`` and what changed), without a patched copy of the volume.
+        threads: yaws rendered at once (SciPy's resampling runs outside Python's lock).
     Returns:
         ``len(thresholds) * len(yaws)`` renders, each cropped to what the camera hit.
     """
@@ -263,19 +332,26 @@ def render_skin(
         frame = like[0].frame
         crops = {(r.threshold_hu, r.yaw_deg): r.crop for r in like}
     else:
-        frame = view_frame(hu, affine, threshold_hu=min(thresholds), voxel_mm=voxel_mm)
-    vol, vol_affine = _block_mean(hu, affine, frame.voxel_mm)
+        whole = hu if patch is None else patch.applied(hu)
+        frame = view_frame(whole, affine, threshold_hu=min(thresholds), voxel_mm=voxel_mm)
+        del whole
+    vol, vol_affine = _block_mean(hu, affine, frame.voxel_mm, patch)
     if SMOOTH_MM > 0:
         sp = np.linalg.norm(vol_affine[:3, :3], axis=0)
         vol = ndimage.gaussian_filter(
             vol, [SMOOTH_MM / s for s in sp], mode="nearest", truncate=2.5
         )
-    out: dict[tuple[float, float], Render] = {}
-    for yaw in yaws:
+
+    def one_yaw(yaw: float) -> list[Render]:
         samples = _sample_view(vol, vol_affine, frame, float(yaw))
+        renders = []
         for thr in thresholds:
             depth, hit = _depth(samples, float(thr), frame.voxel_mm)
             crop = crops.get((float(thr), float(yaw))) or _crop_box(hit)
             image = _picture(depth, hit, crop, frame.voxel_mm, px)
-            out[(thr, yaw)] = Render(float(thr), float(yaw), image, frame, crop)
-    return [out[(t, y)] for t in thresholds for y in yaws]
+            renders.append(Render(float(thr), float(yaw), image, frame, crop))
+        return renders
+
+    with ThreadPoolExecutor(max(1, min(threads, len(yaws)))) as pool:
+        by_yaw = list(pool.map(one_yaw, yaws))
+    return [by_yaw[j][i] for i in range(len(thresholds)) for j in range(len(yaws))]

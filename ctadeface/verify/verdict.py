@@ -29,7 +29,7 @@ import numpy as np
 from ctadeface.errors import InputError
 from ctadeface.settings import MASK_MODES
 from ctadeface.status import Status
-from ctadeface.verify.detect import DETECTION_P, FaceDetector, Faces
+from ctadeface.verify.detect import DETECTION_P, FaceDetector, Faces, available_cpus
 from ctadeface.verify.figure import figure_png
 from ctadeface.verify.identify import (
     Describer,
@@ -41,7 +41,7 @@ from ctadeface.verify.identify import (
     rank_views,
     summarise,
 )
-from ctadeface.verify.render import THRESHOLDS_HU, Render, render_skin
+from ctadeface.verify.render import THRESHOLDS_HU, Patch, Render, render_skin
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,9 @@ class Verifier:
     gallery and FaceNet (when its weights exist).
 
     ``face_threshold``: MTCNN probability that makes a defaced render face-like; ``mask_mode``:
-    the mask mode the scans were defaced with (it decides what face-like means for the run).
+    the mask mode the scans were defaced with (it decides what face-like means for the run);
+    ``workers``: CPUs to use (None: all this process may use): render threads and processes
+    for dlib's CNN detector (``FaceDetector``).
     """
 
     def __init__(
@@ -155,37 +157,43 @@ class Verifier:
         describer: Describer | None = None,
         gallery: Gallery | None = None,
         facenet: FaceNet | None = None,
+        workers: int | None = None,
     ) -> None:
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask mode {mask_mode!r}: use one of {', '.join(MASK_MODES)}")
         self.face_threshold = float(face_threshold)
         self.mask_mode = mask_mode
-        self.detector = detector or FaceDetector()
+        self.workers = available_cpus() if workers is None else max(1, workers)
+        self.detector = detector or FaceDetector(cnn_workers=self.workers)
         self.describer = describer or Describer()
         self.gallery = gallery or Gallery.load()
         self.facenet = facenet or FaceNet()
 
     def verify(
-        self, original_hu: np.ndarray, defaced_hu: np.ndarray, affine: np.ndarray
+        self, original_hu: np.ndarray, defaced: np.ndarray | Patch, affine: np.ndarray
     ) -> tuple[Verification, list[Render], list[Render]]:
         """Render original and defaced skin with the same cameras, detect and identify.
 
         Args:
-            original_hu, defaced_hu: the two images in HU, same shape, axes (i, j, k) as on disk.
+            original_hu: the original in HU, axes (i, j, k) as on disk.
+            defaced: the defaced image in HU (same shape), or what changed (``Patch``).
             affine: their 4x4 voxel -> world RAS+ mm.
         Returns:
             (verification, original renders, defaced renders).
         Raises:
-            InputError: the two images differ in shape.
+            InputError: the two images differ in shape (or the patch does not fit).
         """
-        if original_hu.shape != defaced_hu.shape:
-            raise InputError(
-                f"original shape {original_hu.shape} and defaced shape {defaced_hu.shape} differ"
-            )
-        before = render_skin(original_hu, affine)
-        after = render_skin(defaced_hu, affine, like=before)
-        faces_b = self.detector.detect(before, cnn=False)
-        faces_a = self.detector.detect(after, cnn=True)
+        if isinstance(defaced, np.ndarray):
+            if original_hu.shape != defaced.shape:
+                raise InputError(
+                    f"original shape {original_hu.shape} and defaced shape {defaced.shape} differ"
+                )
+            defaced = Patch.whole(defaced)
+        if not defaced.fits(original_hu.shape):
+            raise InputError(f"the defaced patch does not fit an image of {original_hu.shape}")
+        before = render_skin(original_hu, affine, threads=self.workers)
+        after = render_skin(original_hu, affine, like=before, patch=defaced, threads=self.workers)
+        faces_b, faces_a = self.detector.detect_pair(before, after)
         result = self.judge(before, after, faces_b, faces_a)
         identity = result.identity
         log.info(
@@ -264,13 +272,13 @@ class Verifier:
     def __call__(
         self,
         original_hu: np.ndarray,
-        defaced_hu: np.ndarray,
+        defaced: np.ndarray | Patch,
         mask: np.ndarray,
         affine: np.ndarray,
         /,
     ) -> tuple[Verification, bytes]:
         """The participant loop's verifier: the verdict and the QC figure (PNG)."""
-        result, before, after = self.verify(original_hu, defaced_hu, affine)
+        result, before, after = self.verify(original_hu, defaced, affine)
         return result, figure_png(before, after, mask, original_hu, affine, caption=caption(result))
 
 

@@ -21,6 +21,29 @@ def test_every_detector_reports_per_render(checked: tuple, detector: detect.Face
     assert all(f.cnn is not None and f.dlib == max(f.hog, f.cnn) for f in with_cnn)
 
 
+def test_cnn_workers_find_what_the_cnn_finds_in_process(checked: tuple) -> None:
+    """dlib's CNN in two worker processes gives what it gives here; when the workers die the
+    detector says so and goes on in this process."""
+    import multiprocessing
+
+    _, before, after = checked
+    here = detect.FaceDetector(cnn_workers=1)
+    others = set(multiprocessing.active_children())
+    pooled = detect.FaceDetector(cnn_workers=2)
+    try:
+        assert here.cnn_workers == 0 and pooled.cnn_workers == 2
+        expected = here.detect_pair(before, after)
+        assert pooled.detect_pair(before, after) == expected
+        assert all(f.cnn is None for f in expected[0])
+        assert all(f.cnn is not None for f in expected[1])
+        for child in set(multiprocessing.active_children()) - others:
+            child.kill()
+        assert pooled.detect_pair(before, after) == expected
+        assert pooled.cnn_workers == 0
+    finally:
+        pooled.close()
+
+
 def test_an_empty_render_has_no_face(detector: detect.FaceDetector) -> None:
     blank = np.zeros((200, 320), np.uint8)
     assert detector.mtcnn(blank) == (0.0, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctadeface.training.phantom import Phantom, make_phantom
+from ctadeface.training.phantom import Phantom, PhantomSpec, make_phantom
 from ctadeface.verify import detect, render
 
 
@@ -54,3 +54,33 @@ def test_anisotropic_spacing_gives_a_similar_render(phantom: Phantom) -> None:
     a, b = ras[0].image > 0, r.image > 0
     assert (a & b).sum() / (a | b).sum() > 0.9
     assert np.corrcoef(ras[0].image.ravel(), r.image.ravel())[0, 1] > 0.7
+
+
+def test_a_patch_renders_as_the_whole_defaced_image() -> None:
+    """Rendering the original with a patch gives the same pictures, bit for bit, as rendering
+    the patched copy: on a fine grid (blocks averaged, the box off the block edges and at the
+    grid's end) and on a coarse one (no blocks)."""
+    for shape, spacing in (((131, 131, 97), (0.9, 0.9, 1.3)), ((66, 66, 50), (2.2, 2.2, 2.6))):
+        ph = make_phantom(PhantomSpec(shape=shape, spacing=spacing))
+        hu = ph.hu()
+        box = (slice(7, shape[0] - 3), slice(shape[1] // 2 + 1, shape[1]), slice(5, shape[2] - 8))
+        rng = np.random.default_rng(0)
+        changed = hu[box] * 0.0 - 1000.0 + rng.normal(0, 5, hu[box].shape).astype(np.float32)
+        patch = render.Patch(box, changed.astype(np.float32))
+        assert patch.fits(hu.shape) and not patch.fits((1, 2, 3))
+        whole = patch.applied(hu)
+        assert not np.array_equal(whole, hu)
+        before = render.render_skin(hu, ph.affine, yaws=(0.0, 60.0))
+        expected = render.render_skin(whole, ph.affine, yaws=(0.0, 60.0), like=before)
+        got = render.render_skin(hu, ph.affine, yaws=(0.0, 60.0), like=before, patch=patch)
+        assert [r.crop for r in got] == [r.crop for r in expected]
+        for g, e in zip(got, expected, strict=True):
+            assert np.array_equal(g.image, e.image)
+        assert any(not np.array_equal(g.image, b.image) for g, b in zip(got, before, strict=True))
+
+
+def test_threads_do_not_change_the_renders(phantom: Phantom) -> None:
+    one = render.render_skin(phantom.hu(), phantom.affine)
+    two = render.render_skin(phantom.hu(), phantom.affine, threads=3)
+    assert [(r.threshold_hu, r.yaw_deg) for r in two] == [(r.threshold_hu, r.yaw_deg) for r in one]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(one, two, strict=True))
