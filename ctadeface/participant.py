@@ -231,7 +231,7 @@ def deface_image(
     )
     mask = np.asarray(mask, dtype=bool)
     if settings.postprocess:
-        mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS)
+        mask = postprocess(mask, image.hu_view(), image.spacing, POSTPROCESS, in_place=True)
     seal = None
     if settings.mask_mode == "strict":
         cut = strict_mask(mask, image.hu_view(), image.spacing, image.affine, STRICT)

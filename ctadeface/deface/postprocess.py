@@ -57,10 +57,13 @@ def postprocess(
     hu: Volume,
     spacing: tuple[float, float, float],
     params: PostProcess = PostProcess(),
+    *,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Keep the mask's tissue, add the air margin in front of it (``params.margin``), drop bone,
     what lies beyond ``body_reach_mm`` of the patient and what the skull encloses; a new bool
-    array.
+    array, or ``mask`` itself overwritten when ``in_place`` (saves a copy of the volume's mask
+    when the network's mask is not needed afterwards).
 
     ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
     bounding box of the mask (plus the margin) is processed, so large scans stay cheap; ``hu``
@@ -69,7 +72,7 @@ def postprocess(
     if mask.shape != hu.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
     if not mask.any():
-        return mask.copy()
+        return mask if in_place else mask.copy()
     reach, strides = 0.0, [1, 1, 1]
     if params.margin is not None:
         reach, strides = params.margin.reach_mm(spacing), params.margin.strides(spacing)
@@ -78,15 +81,21 @@ def postprocess(
         slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
         for idx, p, n in zip(occupied(mask), pad, mask.shape, strict=True)
     )
-    sub_mask = mask[box]
-    if params.body_reach_mm > 0:
-        sub_mask = sub_mask & _near_body(hu, spacing, box, params)
     air, keep = _classify(hu, box, params)
-    out = np.zeros_like(mask, dtype=bool)
+    kept = np.logical_and(mask[box], keep, out=np.empty_like(keep))  # keep's memory order
+    if params.body_reach_mm > 0:
+        kept &= _near_body(hu, spacing, box, params)
     if params.margin is not None:
-        out[box] = with_margin(sub_mask & keep, ~air, spacing, params.margin) & keep
-    else:
-        out[box] = sub_mask & keep
+        body = np.logical_not(air, out=air)
+        del air
+        kept = with_margin(kept, body, spacing, params.margin)
+        del body
+        kept &= keep
+    del keep
+    # every True voxel of the mask lies in the box: outside it the mask is already all False
+    out = mask if in_place else np.zeros_like(mask, dtype=bool)
+    out[box] = kept
+    del kept
     if params.skull is not None:
         inside = intracranial(hu, spacing, params.skull)
         if inside is not None:

@@ -31,6 +31,22 @@ def test_postprocess_adds_an_air_margin_and_drops_bone():
     assert not postprocess(np.zeros_like(mask), hu, (1.0, 1.0, 1.0)).any()
 
 
+def test_postprocess_in_place_overwrites_the_mask_with_the_same_result() -> None:
+    hu = np.full((40, 40, 40), -1000.0, np.float32)
+    hu[:, :20, :] = 40.0
+    hu[18:22, 5:8, 18:22] = 1200.0
+    mask = np.zeros(hu.shape, bool, order="F")
+    mask[10:30, 5:20, 10:30] = True
+    mask[2, 38, 2] = True  # far from the patient: dropped
+    params = PostProcess(margin=MarginParams(margin_mm=6.0, cell_mm=1.0))
+    expected = postprocess(mask, hu, (1.0, 2.0, 1.0), params)
+    assert mask[2, 38, 2] and not expected[2, 38, 2]  # the input is untouched by default
+    got = postprocess(mask, hu, (1.0, 2.0, 1.0), params, in_place=True)
+    assert got is mask and np.array_equal(got, expected)
+    empty = np.zeros_like(mask)
+    assert postprocess(empty, hu, (1.0, 1.0, 1.0), in_place=True) is empty
+
+
 def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
     """At 0.45 x 0.45 x 0.6 mm the distance is measured between the centres of ~1.8 mm cells
     (4 x 4 x 3 voxels): the margin is never thinner than min_mm (mask-definition.md: 5 mm) and
