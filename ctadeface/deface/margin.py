@@ -177,23 +177,32 @@ def _distances(
 
 
 def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.ndarray:
-    """``body`` opened by a ball of radius :func:`_radius` (world mm: two Euclidean distance
-    transforms), its largest connected part, within ``body``; all of ``body`` when nothing
-    survives the opening.
+    """``body`` opened by a ball of radius :func:`_radius` (world mm), its largest connected
+    part, within ``body``; all of ``body`` when nothing survives the opening.
 
     A ball, not a box: a box's corners do not fit into rounded skin (nose, lips, chin), so a
     box opening takes about a voxel of skin off there (on a 2.7 x 1.3 x 2.7 mm phantom 844 skin
     voxels, the ball 471), and the margin measured from that shaved patient falls short of the
-    8 mm in front of the skin by as much.
+    8 mm in front of the skin by as much. The erosion keeps the voxels farther than the radius
+    from every non-body voxel (outside the grid is body), the dilation adds those within it of
+    the core: what two Euclidean distance transforms give, at a fraction of their cost.
     """
-    radius = _radius(thin_mm, spacing)
-    core = ndimage.distance_transform_edt(body, sampling=spacing) > radius
+    ball = _ball(_radius(thin_mm, spacing), spacing)
+    core = ndimage.binary_erosion(body, structure=ball, border_value=1)
     if not core.any():
         return body.copy()
     core = largest_component(core)
-    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius
+    grown = ndimage.binary_dilation(core, structure=ball)
     grown &= body
     return grown
+
+
+def _ball(radius: float, spacing: Sequence[float]) -> np.ndarray:
+    """The offsets (whole voxels) whose centre lies within ``radius`` mm of the centre."""
+    reach = [int(radius // float(s)) for s in spacing]
+    axes = [np.arange(-r, r + 1) * float(s) for r, s in zip(reach, spacing, strict=True)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    return np.sqrt(x * x + y * y + z * z) <= radius
 
 
 def _radius(thin_mm: float, spacing: Sequence[float]) -> float:

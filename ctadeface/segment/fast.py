@@ -165,7 +165,10 @@ class FastStrategy:
         volume = kji if kji.dtype.type in _TORCH_DTYPES and kji.dtype.isnative else None
         if volume is None:  # torch cannot index this dtype: a float32 copy
             volume = kji.astype(np.float32)
-        source = torch.from_numpy(volume).to(self.device)
+        # a view turned to the model's orientation may run backwards along some axes: torch
+        # gets the forward view, the resampling reads it reversed
+        flips = tuple(a for a in range(3) if volume.strides[a] < 0)
+        source = torch.from_numpy(np.flip(volume, flips) if flips else volume).to(self.device)
         maps = [
             resampling.axis_map(n, n_low, (w0, w1), order=order, device=self.device)
             for n, n_low, (w0, w1), order in zip(
@@ -173,9 +176,9 @@ class FastStrategy:
             )
         ]
         transform = self._transform(slope, inter)
-        low = resampling.resample(source, maps, transform)
+        low = resampling.resample(source, maps, transform, flips=flips)
         if full != kji.shape:  # skimage's resize clips to the range of what it resized
-            _clip_to_source_range(low, source, transform, data_axis, maps)
+            _clip_to_source_range(low, source, transform, data_axis, maps, flips)
         del source
         low = torch.nn.functional.pad(low, plan.padding)[None, None]
         window_logits = self.network.logits(low, plan.tiles)
@@ -259,16 +262,21 @@ def _clip_to_source_range(
     transform: Callable[[torch.Tensor], torch.Tensor],
     axis: int | None,
     maps: Sequence[resampling.AxisMap],
+    flips: Sequence[int] = (),
 ) -> None:
     """Clip resampled values in place to the range of the normalised source, over the whole
-    image, or per slice along a separately resampled ``axis`` (as nnU-Net's 2D resizes)."""
+    image, or per slice along a separately resampled ``axis`` (as nnU-Net's 2D resizes);
+    ``source`` runs backwards along ``flips`` (as for :func:`resampling.resample`)."""
     if axis is None:
         bounds = transform(torch.stack([source.min(), source.max()]))
         low.clamp_(float(bounds[0]), float(bounds[1]))
         return
     others = tuple(a for a in range(3) if a != axis)
-    lows = transform(source.amin(dim=others))[maps[axis].index[:, 0]]
-    highs = transform(source.amax(dim=others))[maps[axis].index[:, 0]]
+    lows, highs = source.amin(dim=others), source.amax(dim=others)
+    if axis in flips:
+        lows, highs = lows.flip(0), highs.flip(0)
+    lows = transform(lows)[maps[axis].index[:, 0]]
+    highs = transform(highs)[maps[axis].index[:, 0]]
     shape = [1, 1, 1]
     shape[axis] = -1
     torch.maximum(low, lows.view(shape), out=low)

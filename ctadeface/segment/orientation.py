@@ -72,11 +72,11 @@ class Orientation:
         return self.permute([float(s) for s in spacing])
 
     def forward(self, array: np.ndarray) -> np.ndarray:
-        """``array`` (stored order) in the model's orientation: a Fortran-ordered copy when
-        axes move or flip (the order nibabel loads NIfTI data in), else ``array`` itself."""
+        """``array`` (stored order) in the model's orientation: a view of it (axes permuted,
+        reversed where they flip; no copy of the volume), or ``array`` itself."""
         if self.identity:
             return array
-        return np.asfortranarray(orientations.apply_orientation(array, self.ornt))
+        return orientations.apply_orientation(array, self.ornt)
 
     def backward(self, array: np.ndarray, like: np.ndarray) -> np.ndarray:
         """``array`` (model orientation) back in stored order, with the memory order of

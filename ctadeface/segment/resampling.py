@@ -213,28 +213,43 @@ def _apply_axis(
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     *,
     chunk_elements: int = 1 << 22,
+    flips: Sequence[int] = (),
 ) -> torch.Tensor:
     """Resample ``t`` along ``axis`` by ``amap``, as float32; ``transform`` (elementwise) is
-    applied to the source values first (e.g. stored units -> normalised float32).
+    applied to the source values first (e.g. stored units -> normalised float32). ``flips``:
+    axes along which ``t`` is stored reversed (``amap`` and the result index the reversed
+    axes), so that a flipped view needs no flipped copy (torch takes no negative strides).
 
     The filter is applied as one dense matrix over the source range it uses (a banded matrix
     product is far faster than gathering each tap), to blocks of the other axes, so the
-    transformed source exists only one block of about ``chunk_elements`` at a time.
+    transformed source exists only one block of about ``chunk_elements`` at a time; a block of
+    a flipped source is flipped after it is transformed, so the arithmetic is that of the
+    flipped array.
     """
     lo, hi = int(amap.index.min()), int(amap.index.max()) + 1
-    source = t.narrow(axis, lo, hi - lo).movedim(axis, 0)  # (span, *rest)
+    n = t.shape[axis]
+    start_at = n - hi if axis in flips else lo
+    source = t.narrow(axis, start_at, hi - lo).movedim(axis, 0)  # (span, *rest)
     rest = tuple(source.shape[1:])
+    others = [a for a in range(t.ndim) if a != axis]
+    dims = ([0] if axis in flips else []) + [1 + others.index(a) for a in flips if a != axis]
     if amap.index.shape[1] == 1 and transform is None:  # nearest or identity: a gather
+        source = source.flip(dims) if dims else source
         return source.index_select(0, amap.index[:, 0] - lo).float().movedim(0, axis)
     matrix = torch.zeros((amap.size, hi - lo), dtype=torch.float32, device=t.device)
     matrix.scatter_add_(1, amap.index - lo, amap.w)
     out = torch.empty((amap.size, *rest), dtype=torch.float32, device=t.device)
     per_row = (hi - lo) * max(1, int(np.prod(rest[1:], dtype=np.int64)))
     step = max(1, chunk_elements // per_row)
+    second_flipped = 1 in dims
     for start in range(0, rest[0], step):
-        block = source[:, start : start + step]
+        width = min(step, rest[0] - start)
+        first = rest[0] - start - width if second_flipped else start
+        block = source[:, first : first + width]
         block = transform(block) if transform is not None else block.float()
-        span, width = block.shape[0], block.shape[1]
+        if dims:
+            block = block.flip(dims)
+        span = block.shape[0]
         product = matrix @ block.reshape(span, -1)
         out[:, start : start + width] = product.view(amap.size, width, *rest[1:])
     return out.movedim(0, axis)
@@ -244,17 +259,21 @@ def resample(
     volume: torch.Tensor,
     maps: Sequence[AxisMap],
     transform: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    flips: Sequence[int] = (),
 ) -> torch.Tensor:
     """``volume`` (3D, any dtype) resampled linearly by one map per axis, as float32.
 
     ``transform`` maps gathered source values to float32 (it must be elementwise, like HU
     conversion, clipping and z-scoring); it is applied before interpolation, as nnU-Net
-    normalises before it resamples. The axis that shrinks most goes first, so the largest
-    intermediate is the output's size times the other axes' input/output factors; the order
-    depends on the whole grids only, so a window is bit-identical to that block of the whole.
+    normalises before it resamples. ``flips``: axes along which ``volume`` is stored reversed
+    (the maps and the result index the reversed axes; see :func:`_apply_axis`). The axis that
+    shrinks most goes first, so the largest intermediate is the output's size times the other
+    axes' input/output factors; the order depends on the whole grids only, so a window is
+    bit-identical to that block of the whole.
     """
     order = sorted(range(3), key=lambda a: maps[a].factor)
-    t = _apply_axis(volume, order[0], maps[order[0]], transform)
+    t = _apply_axis(volume, order[0], maps[order[0]], transform, flips=flips)
     for axis in order[1:]:
         t = _apply_axis(t, axis, maps[axis])
     return t.contiguous()

@@ -133,3 +133,27 @@ def test_no_margin_and_bad_shapes() -> None:
     assert not with_margin(np.zeros_like(body), body, SPACING).any()
     with pytest.raises(ValueError, match="shape"):
         with_margin(tissue, body[:-1], SPACING)
+
+
+@pytest.mark.parametrize(
+    "spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.7, 2.1, 1.3), (2.7, 1.3, 2.7), (3.0, 0.5, 0.5)]
+)
+def test_patient_opening_is_the_ball_of_the_euclidean_distances(spacing) -> None:
+    """The opening by erosion and dilation with a ball equals its definition by distance
+    transforms: core = farther than the radius from every non-body voxel (the grid's outside
+    is body), patient = within the radius of the core's largest part, within the body."""
+    from ctadeface.body import largest_component
+    from ctadeface.deface.margin import _patient, _radius
+
+    rng = np.random.default_rng(3)
+    for thin_mm in (0.5, 1.5, 2.5):
+        body = ndimage.gaussian_filter(rng.random((30, 26, 22)), 2.0) > 0.5
+        body[:, :3] = True  # body reaching the grid's edge
+        radius = _radius(thin_mm, spacing)
+        core = ndimage.distance_transform_edt(body, sampling=spacing) > radius
+        if core.any():
+            core = largest_component(core)
+            expected = (ndimage.distance_transform_edt(~core, sampling=spacing) <= radius) & body
+        else:
+            expected = body
+        assert np.array_equal(_patient(body, spacing, thin_mm), expected)

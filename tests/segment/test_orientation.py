@@ -54,12 +54,13 @@ def test_other_codes_and_oblique_affines_take_the_nearest_axes() -> None:
     assert Orientation.of(tilted, "RAS").identity
 
 
-def test_way_back_keeps_the_stored_memory_order() -> None:
+def test_forward_is_a_view_and_the_way_back_keeps_the_stored_memory_order() -> None:
     stored = np.asfortranarray(np.random.default_rng(1).random((5, 6, 7)) > 0.5)
     turn = Orientation.of(affine_of((2, 0, 1), (-1, 1, -1)), "RAS")
     forward = turn.forward(stored)
-    assert forward.flags.f_contiguous  # as nibabel loads data: the segmenter's fast layout
-    back = turn.backward(forward, stored)
+    assert np.shares_memory(forward, stored)  # no copy of the volume
+    assert any(s < 0 for s in forward.strides)  # reversed axes run backwards
+    back = turn.backward(np.array(forward), stored)
     assert back.flags.f_contiguous and np.array_equal(back, stored)
     c_order = np.ascontiguousarray(stored)
     assert turn.backward(turn.forward(c_order), c_order).flags.c_contiguous

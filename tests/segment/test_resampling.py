@@ -45,6 +45,40 @@ def test_transform_is_applied_before_interpolation() -> None:
     assert clipped.flatten().tolist() == [0.0, 12.5, 37.5, 50.0]
 
 
+@pytest.mark.parametrize("flips", [(0,), (1,), (2,), (0, 2), (0, 1, 2)])
+@pytest.mark.parametrize("order", [1, 3])
+def test_a_reversed_view_resamples_as_its_reversed_copy(flips, order) -> None:
+    """The forward view of an array that runs backwards along ``flips``, read reversed, gives
+    the very floats its reversed copy gives (small blocks, so that blocks are flipped too)."""
+    rng = np.random.default_rng(1)
+    stored = rng.integers(-1000, 1000, size=(21, 16, 11)).astype(np.int16)
+    dst = (9, 23, 6)
+    reversed_copy = np.ascontiguousarray(np.flip(stored, flips))
+    maps = [
+        resampling.axis_map(n, m, (1, m - 1), order=order)
+        for n, m in zip(stored.shape, dst, strict=True)
+    ]
+
+    def to_float(t: torch.Tensor) -> torch.Tensor:
+        return t.float() * 0.5 - 3.0
+
+    expected = resampling.resample(torch.from_numpy(reversed_copy), maps, to_float)
+    got = resampling.resample(torch.from_numpy(stored), maps, to_float, flips=flips)
+    assert torch.equal(got, expected)
+    for axis in range(3):  # one pass, blocks of a few rows
+        one = resampling._apply_axis(
+            torch.from_numpy(stored), axis, maps[axis], to_float, chunk_elements=64, flips=flips
+        )
+        ref = resampling._apply_axis(
+            torch.from_numpy(reversed_copy), axis, maps[axis], to_float, chunk_elements=64
+        )
+        assert torch.equal(one, ref)
+        same = resampling.axis_map(stored.shape[axis], stored.shape[axis], (2, 7))  # a gather
+        gathered = resampling._apply_axis(torch.from_numpy(stored), axis, same, flips=flips)
+        ref = resampling._apply_axis(torch.from_numpy(reversed_copy), axis, same)
+        assert torch.equal(gathered, ref)
+
+
 def test_a_window_is_a_block_of_the_whole_result() -> None:
     """Up to float rounding: the filters run as matrix products of other sizes, whose kernels
     may sum in another order. Linear interpolation is a convex combination per axis, so each
