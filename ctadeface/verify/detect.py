@@ -136,7 +136,7 @@ class FaceDetector:
                     initargs=(self._cnn_path,),
                 )
                 for _ in range(workers):  # start the workers now, while other stages run
-                    self._pool.submit(_cnn_model, self._cnn_path)
+                    self._pool.submit(_warm_up, self._cnn_path)
             except (OSError, ImportError) as e:  # no semaphores or processes here
                 log.warning("no worker processes for dlib's CNN (%s); it runs in this one", e)
                 self._pool = None
@@ -250,6 +250,11 @@ def available_cpus() -> int:
 def _cnn_model(path: str) -> Any:
     """dlib's CNN detector loaded from ``path``, once per process (each worker keeps its own)."""
     return import_dlib().cnn_face_detection_model_v1(path)
+
+
+def _warm_up(path: str) -> None:
+    """A first task for a worker: it starts the process, whose initializer loads the model."""
+    _cnn_model(path)
 
 
 def _cnn_boxes(model: Any, image: np.ndarray) -> list[Box]:
