@@ -82,18 +82,9 @@ class CTImage:
     spacing: tuple[float, float, float]
 
     def hu(self) -> np.ndarray:
-        """The image in Hounsfield units, float32, same shape and axes as ``data``.
-
-        Scaled in float64 and rounded once to float32 (as nnU-Net's SimpleITK reader does),
-        slab by slab so that no full float64 copy is ever held.
-        """
-        if self.slope == 1.0 and self.inter == 0.0:
-            return self.data.astype(np.float32)
-        out = np.empty(self.data.shape, dtype=np.float32)
-        step = max(1, (1 << 22) // max(1, int(np.prod(self.data.shape[1:]))))
-        for i in range(0, self.data.shape[0], step):
-            out[i : i + step] = self.data[i : i + step] * self.slope + self.inter
-        return out
+        """The image in Hounsfield units, float32, same shape and axes as ``data``
+        (:func:`to_hu`)."""
+        return to_hu(self.data, self.slope, self.inter)
 
     def hu_view(self) -> HUView:
         """The image in HU, computed only for the region indexed (no full float copy)."""
@@ -106,6 +97,21 @@ class CTImage:
     def to_stored(self, hu: float | np.ndarray) -> float | np.ndarray:
         """Convert HU to the stored units of ``data`` (not rounded or clipped)."""
         return (hu - self.inter) / self.slope
+
+
+def to_hu(values: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """Stored ``values`` in Hounsfield units (``values * slope + inter``), float32, same shape.
+
+    Scaled in float64 and rounded once to float32 (as nnU-Net's SimpleITK reader does), slab
+    by slab along the first axis so that no full float64 copy is ever held.
+    """
+    if slope == 1.0 and inter == 0.0:
+        return values.astype(np.float32)
+    out = np.empty(values.shape, dtype=np.float32)
+    step = max(1, (1 << 22) // max(1, int(np.prod(values.shape[1:]))))
+    for i in range(0, values.shape[0], step):
+        out[i : i + step] = values[i : i + step] * slope + inter
+    return out
 
 
 @dataclass(frozen=True, eq=False)

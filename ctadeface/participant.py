@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -36,6 +36,7 @@ from ctadeface.io import (
     load_ct,
     remove_stale_temps,
     sha256_file,
+    to_hu,
     write_bytes_atomic,
     write_image_atomic,
     write_text_atomic,
@@ -260,7 +261,7 @@ def defaced_patch(image: CTImage, defaced: np.ndarray, mask: np.ndarray) -> Patc
     """The defaced image for the verifier: its HU in the mask's box, where alone it differs
     from ``image`` (no second volume in HU)."""
     box = bounding_box(mask)
-    return Patch(box, replace(image, data=defaced[box]).hu())
+    return Patch(box, to_hu(defaced[box], image.slope, image.inter))
 
 
 def write_figure(figure: bytes, path: Path, thumbnail: Path) -> None:

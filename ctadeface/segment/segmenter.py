@@ -314,7 +314,7 @@ class FaceSegmenter:
         """The mask of ``volume`` fed to the network in its own array order (``up``: the
         patient's superior direction in it, for the head slab)."""
         self._check_resampled_size(volume.shape, spacing)
-        kji = np.asarray(volume).T  # nnU-Net's axis order; C-ordered for a nibabel array
+        kji = np.asarray(volume).T  # nnU-Net's axis order (a view)
         kji_spacing = tuple(abs(float(s)) for s in spacing[::-1])
         with torch.inference_mode():
             mask_kji = self.strategy.segment(kji, kji_spacing, slope, inter, up=up)

@@ -77,7 +77,7 @@ def heads(
 
 def build(shared: Path, phantoms: int, first_seed: int = FIRST_SEED) -> Gallery:
     """The gallery of the shared heads and ``phantoms`` phantoms."""
-    detector, describer = FaceDetector(), Describer()
+    detector, describer = FaceDetector(cnn_workers=1), Describer()  # no CNN: no workers
     names, rows = [], []
     for name, hu, affine in heads(shared, phantoms, first_seed):
         t0 = time.perf_counter()
