@@ -31,11 +31,12 @@ are, and each is left out of its own test). Defacers, each followed by the same 
 - ``cta-deface``: the published CTA-DEFACE weights, when installed (as published: no
   post-processing).
 
-Measures (``ctadeface.verify``, 15 renders per image): per view, is the defaced render nearer to
-its own original (dlib's descriptor, at the original's face box) than to every head of the
-shipped gallery at that view; pooled over heads: the rank-1 identification rate and the
+Measures (``ctadeface.verify``, 15 renders per image): per render, is the defaced render nearer
+to its own original (dlib's descriptor, at the original's face box) than to every head of the
+shipped gallery at that view, and per yaw the same by mean distance over its levels (the app's
+identity test); pooled over heads: the rank-1 identification rates (renders, yaws) and the
 verification AUC (the chance that a gallery head lies farther from the probe than its own
-original); per head: the identity test (rank-1 views, chance, one-sided p); MTCNN's highest
+original); per head: the identity test (rank-1 yaws, chance, one-sided p); MTCNN's highest
 probability and dlib's faces after; intracranial voxels changed
 (``bench.evaluate_open_model.intracranial``: brain and CSF enclosed by the skull), and on the
 phantoms the intracranial and cervical vessel voxels changed (their labels).
@@ -60,7 +61,14 @@ from ctadeface.errors import ModelError
 from ctadeface.hu import BODY_HU
 from ctadeface.io import CTImage, load_ct
 from ctadeface.segment.models import resolve_model
-from ctadeface.verify.identify import Gallery, IdentityResult, View, rank_views, summarise
+from ctadeface.verify.identify import (
+    Gallery,
+    IdentityResult,
+    View,
+    rank_views,
+    rank_yaws,
+    summarise,
+)
 
 HEADS = SHARED_DATA / "heads"
 #: Seeds of the benchmark's phantoms (not in the gallery, apart from every other set's).
@@ -150,6 +158,7 @@ class Measure:
     """What one defacer leaves of one head (see the module docstring)."""
 
     ranks: dict[View, tuple[bool, float]]
+    yaw_ranks: dict[float, tuple[bool, float]]
     genuine: dict[View, float]
     impostors: dict[View, np.ndarray]
     identity: IdentityResult
@@ -300,6 +309,7 @@ def benchmark(model: str, phantoms: int, cache: Path) -> list[str]:
                 original, dhu, image.affine, gallery
             )
             ranks = rank_views(probes, enrolled, gallery, enrolled_view=shift)
+            yaw_ranks = rank_yaws(probes, enrolled, gallery, enrolled_view=shift)
             genuine, impostors = distances(probes, enrolled, gallery, shift)
             changed = 0 if dhu is None else int((brain & mask & (dhu != hu)).sum())
             vessel_changed = None
@@ -307,9 +317,10 @@ def benchmark(model: str, phantoms: int, cache: Path) -> list[str]:
                 vessel_changed = 0 if dhu is None else int((vessels & mask).sum())
             m = Measure(
                 ranks,
+                yaw_ranks,
                 genuine,
                 impostors,
-                summarise(ranks, gallery),
+                summarise(yaw_ranks, gallery),
                 p_after,
                 dlib_after,
                 changed,
@@ -347,15 +358,19 @@ def _page(
         "",
         "## Per defacer (pooled over heads)",
         "",
-        "| heads | defacer | rank-1 rate (views) | chance | verification AUC | heads identified "
+        "| heads | defacer | rank-1 rate (renders) | chance | rank-1 rate (yaws) | chance "
+        "| verification AUC | heads identified "
         "(p < 0.05) | max MTCNN p after | heads with a dlib face after | heads with MTCNN p >= 0.5 "
         "| intracranial voxels changed | vessel voxels changed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (kind, defacer), measures in pooled.items():
         hits = sum(hit for m in measures for hit, _ in m.ranks.values())
         views = sum(len(m.ranks) for m in measures)
         chance = float(np.mean([c for m in measures for _, c in m.ranks.values()] or [0.0]))
+        yaw_hits = sum(hit for m in measures for hit, _ in m.yaw_ranks.values())
+        yaws = sum(len(m.yaw_ranks) for m in measures)
+        yaw_chance = float(np.mean([c for m in measures for _, c in m.yaw_ranks.values()] or [0.0]))
         genuine = [g for m in measures for g in m.genuine.values()]
         impostors = [i for m in measures for i in m.impostors.values()]
         identified = sum(m.identity.identified for m in measures)
@@ -363,7 +378,8 @@ def _page(
         lines.append(
             f"| {kind} ({len(measures)}) | {defacer} | "
             f"{hits / max(views, 1):.3f} ({hits}/{views}) | "
-            f"{chance:.4f} | {auc(genuine, impostors):.3f} | {identified}/{len(measures)} | "
+            f"{chance:.4f} | {yaw_hits / max(yaws, 1):.3f} ({yaw_hits}/{yaws}) | "
+            f"{yaw_chance:.4f} | {auc(genuine, impostors):.3f} | {identified}/{len(measures)} | "
             f"{max(m.mtcnn_after for m in measures):.3f} | "
             f"{sum(m.dlib_after > 0 for m in measures)}/{len(measures)} | "
             f"{sum(m.mtcnn_after >= 0.5 for m in measures)}/{len(measures)} | "
@@ -374,12 +390,13 @@ def _page(
         "",
         "`none` = the control: each original at one isosurface level against its own render at "
         "the next level and the gallery there. Rank 1 = the own original is nearer than every "
-        "gallery head; AUC = the chance that a gallery head lies farther than the own original."
-        + (" Not measured: " + "; ".join(missing) + "." if missing else ""),
+        "gallery head (a yaw: by mean distance over its levels); identified = the app's test, "
+        "one trial a yaw; AUC (renders) = the chance that a gallery head lies farther than the "
+        "own original." + (" Not measured: " + "; ".join(missing) + "." if missing else ""),
         "",
         "## Per head",
         "",
-        "| head | defacer | rank 1 / views | chance | p | identified | MTCNN p after | dlib faces "
+        "| head | defacer | rank 1 / yaws | chance | p | identified | MTCNN p after | dlib faces "
         "after | intracranial changed | vessels changed |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
@@ -414,6 +431,19 @@ def calibration(gallery_path: Path | None = None) -> list[str]:
     def q(x: np.ndarray) -> str:
         return " / ".join(f"{v:.3f}" for v in np.percentile(x, [5, 25, 50, 75, 95]))
 
+    yaw_hits = yaw_tested = 0
+    yaw_chances: list[float] = []
+    shift = {view: _next_level(view) for view in gallery.views}
+    for h in np.flatnonzero(seen.any(axis=1)):
+        own = {view: d[h, v] for view, v in index.items() if seen[h, v]}
+        rest = np.setdiff1d(np.arange(len(d)), [h])
+        sub = Gallery(gallery.views, tuple(gallery.names[i] for i in rest), d[rest])
+        for hit, c in rank_yaws(own, own, sub, enrolled_view=shift).values():
+            yaw_hits += hit
+            yaw_tested += 1
+            yaw_chances.append(c)
+    yaw_rate = yaw_hits / max(yaw_tested, 1)
+    yaw_chance = float(np.mean(yaw_chances)) if yaw_chances else 0.0
     n_heads = int(seen.any(axis=1).sum())
     chance = float(np.mean(chances)) if chances else 0.0
     rate = hits / max(tested, 1)
@@ -432,18 +462,20 @@ def calibration(gallery_path: Path | None = None) -> list[str]:
         f"| genuine | {len(g)} | {q(g)} | {float((g < 0.6).mean()):.1%} |",
         f"| impostor | {len(i)} | {q(i)} | {float((i < 0.6).mean()):.1%} |",
         "",
-        f"Rank 1 of the genuine view among all other heads: {hits} of {tested} views "
-        f"({rate:.1%}; chance {chance:.2%}: the mean of 1 / (1 + heads seen at that view)).",
+        f"Rank 1 of the genuine render among all other heads: {hits} of {tested} renders "
+        f"({rate:.1%}; chance {chance:.2%}: the mean of 1 / (1 + heads seen at that view)). "
+        f"Per yaw (the app's trial: mean distance over the levels, each against the next level): "
+        f"{yaw_hits} of {yaw_tested} yaws ({yaw_rate:.1%}; chance {yaw_chance:.2%}).",
         "",
-        "Power of the one-sided test at alpha 0.05 for a scan with k tested views, each rank 1 "
-        f"with this rate ({rate:.2f}) against chance {chance:.4f}:",
+        "Power of the one-sided test at alpha 0.05 for a scan with k tested yaws, each rank 1 "
+        f"with this rate ({yaw_rate:.2f}) against chance {yaw_chance:.4f}:",
         "",
-        "| k | views needed for p < 0.05 | power |",
+        "| k | yaws needed for p < 0.05 | power |",
         "|---|---|---|",
     ]
-    for k in (3, 5, 10, 15):
-        need = next((h for h in range(k + 1) if upper_tail(h, [chance] * k) < 0.05), k + 1)
-        power = upper_tail(need, [rate] * k) if need <= k else 0.0
+    for k in range(1, len({yaw for _, yaw in gallery.views}) + 1):
+        need = next((h for h in range(k + 1) if upper_tail(h, [yaw_chance] * k) < 0.05), k + 1)
+        power = upper_tail(need, [yaw_rate] * k) if need <= k else 0.0
         lines.append(f"| {k} | {need} | {power:.3f} |")
     return lines + false_positives(gallery)
 
@@ -456,14 +488,11 @@ NULL_SEED = 0
 def false_positives(gallery: Gallery, pairs: int = NULL_PAIRS) -> list[str]:
     """The identity test where the person is *not* there (markdown lines): head A's views as
     the probe, a different head B as the "original", the other heads as the gallery, for random
-    pairs. How often is p below alpha, as the app counts (every render a view) and counted per
-    yaw (one view a yaw: mean distance over the levels both have); and how often does a rank-1
-    render have a rank-1 render at another level of the same yaw."""
-    from ctadeface.verify.identify import upper_tail
-
+    pairs. How often is p below alpha, counted per yaw as the app counts (one view a yaw: mean
+    distance over the levels both have) and as if every render were a view; and how often does
+    a rank-1 render have a rank-1 render at another level of the same yaw."""
     d = gallery.descriptors
     seen = ~np.isnan(d[:, :, 0])
-    yaws = sorted({yaw for _, yaw in gallery.views})
     rng = np.random.default_rng(NULL_SEED)
     p_render, p_yaw = [], []
     same_yaw_pairs = first_hits = both_hits = 0
@@ -482,24 +511,9 @@ def false_positives(gallery: Gallery, pairs: int = NULL_PAIRS) -> list[str]:
                     same_yaw_pairs += 1
                     first_hits += hit
                     both_hits += hit and other
-        hits, chances = 0, []
-        for yaw in yaws:
-            cols = [
-                i for i, v in enumerate(gallery.views) if v[1] == yaw and seen[a, i] and seen[b, i]
-            ]
-            if not cols:
-                continue
-            own = np.mean([np.linalg.norm(d[a, i] - d[b, i]) for i in cols])
-            others = [
-                np.mean([np.linalg.norm(d[a, i] - d[h, i]) for i in cols if seen[h, i]])
-                for h in rest
-                if seen[h, cols].any()
-            ]
-            if others:
-                hits += own < min(others)
-                chances.append(1.0 / (1 + len(others)))
-        if chances:
-            p_yaw.append(upper_tail(hits, chances))
+        yaw_ranks = rank_yaws(probes, enrolled, sub)
+        if yaw_ranks:
+            p_yaw.append(summarise(yaw_ranks, sub).p)
     alphas = (0.05, 0.01, 0.002, 0.001)
     r, y = np.asarray(p_render), np.asarray(p_yaw)
     hit_rate = first_hits / max(same_yaw_pairs, 1)
@@ -514,10 +528,10 @@ def false_positives(gallery: Gallery, pairs: int = NULL_PAIRS) -> list[str]:
         "",
         "| counted | pairs tested | " + " | ".join(f"p < {a}" for a in alphas) + " |",
         "|---|---|" + "---|" * len(alphas),
-        f"| every render a view (the app) | {len(r)} | "
+        f"| every render a view | {len(r)} | "
         + " | ".join(f"{float((r < a).mean()):.4f}" for a in alphas)
         + " |",
-        f"| one view a yaw (mean distance over its levels) | {len(y)} | "
+        f"| one view a yaw, mean distance over its levels (the app) | {len(y)} | "
         + " | ".join(f"{float((y < a).mean()):.4f}" for a in alphas)
         + " |",
         "",

@@ -358,7 +358,7 @@ def deface_scan(
     if verification is not None:
         identity = verification.identity
         seen = (
-            f", identity rank 1 on {identity.rank1_views}/{identity.views_tested} views "
+            f", identity rank 1 on {identity.rank1_views}/{identity.views_tested} yaws "
             f"(p {identity.p:.2g}), MTCNN p {verification.face_p_before:.2f} -> "
             f"{verification.face_p_after:.2f}"
         )
@@ -374,7 +374,7 @@ def _warn(source: Path, verification: Verification) -> None:
     identity = verification.identity
     if verification.status == Status.IDENTIFIABLE:
         log.warning(
-            "%s: still identifiable after defacing (rank 1 on %d of %d views, p %.2g); outputs "
+            "%s: still identifiable after defacing (rank 1 on %d of %d yaws, p %.2g); outputs "
             "kept for review",
             source,
             identity.rank1_views,

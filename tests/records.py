@@ -49,7 +49,7 @@ def model() -> ModelRecord:
 
 
 def identity(p: float = 0.4) -> IdentityResult:
-    return IdentityResult(views_tested=12, rank1_views=1, chance=0.0067, p=p, gallery_heads=149)
+    return IdentityResult(views_tested=4, rank1_views=1, chance=0.0067, p=p, gallery_heads=149)
 
 
 def verification(

@@ -39,7 +39,7 @@ TABLE_COLUMNS = (
     ("session_id", "session", "text"),
     ("status", "status", "text"),
     ("mask_mode", "mask", "text"),
-    ("identity_rank1_views", "identity rank 1 (views)", "text"),
+    ("identity_rank1_views", "identity rank 1 (yaws)", "text"),
     ("identity_p", "identity p", "num"),
     ("face_p_before", "MTCNN p before", "num"),
     ("face_p_after", "MTCNN p after", "num"),

@@ -134,8 +134,7 @@ def reason(row: Mapping[str, str]) -> str:
     match urgency(row):
         case 0:
             return (
-                f"identifiable: rank 1 on {row['identity_rank1_views']} views, "
-                f"p {row['identity_p']}"
+                f"identifiable: rank 1 on {row['identity_rank1_views']} yaws, p {row['identity_p']}"
             )
         case 1:
             return (

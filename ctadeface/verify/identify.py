@@ -3,11 +3,13 @@
 dlib's face-recognition ResNet describes a render's face (a 128-d descriptor, at a face box,
 aligned by dlib's 5-point landmarks). A photo threshold on the descriptor distance (dlib's 0.6)
 means nothing on CT renders (``docs/verification.md``), so identity is judged by *rank*: an
-attacker holds the original scan and a gallery of other people's heads, and asks, per view,
-whether the defaced render is nearer to its own original than to every head of the gallery.
-:func:`identity_test` counts the views where it is (rank 1), against the chance of that view
-(1 / (1 + gallery heads seen there)), with a one-sided test of the count (Poisson-binomial tail,
-a binomial where every view has the same chance).
+attacker holds the original scan and a gallery of other people's heads, and asks, per camera
+direction (yaw), whether the defaced render is nearer to its own original than to every head of
+the gallery (mean distances over the isosurface levels rendered at that yaw: the levels of one
+yaw are nearly the same picture, so the yaw is the independent trial). :func:`identity_test`
+counts the yaws where it is (rank 1), against the chance of that yaw (1 / (1 + gallery heads
+seen there)), with a one-sided test of the count (Poisson-binomial tail, a binomial where every
+yaw has the same chance). :func:`rank_views` ranks each render alone, for the record.
 
 The gallery (``ctadeface/data/gallery/``, built by ``python -m ctadeface.training.gallery``)
 holds descriptors only, no images: for each head and view (isosurface level, yaw) the descriptor
@@ -22,10 +24,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: A view of the renders: (isosurface level HU, yaw degrees).
 View = tuple[float, float]
+
+#: A group of views ranked together (a view, or a yaw).
+K = TypeVar("K")
 
 #: The gallery shipped with the package.
 GALLERY = Path(__file__).resolve().parents[1] / "data" / "gallery" / "gallery.npz"
@@ -133,10 +138,13 @@ class Gallery:
 class IdentityResult:
     """Whether probes pick out their own enrolled originals among a gallery.
 
+    A view here is what was ranked: a camera direction (yaw, its levels together) in
+    :func:`identity_test`, one render where per-render ranks are summarised.
+
     Attributes:
         views_tested: views with a probe, an enrolled original and at least one gallery head.
         rank1_views: of those, the views where the own original is the nearest.
-        chance: the mean chance of a rank-1 view (1 / (1 + gallery heads at that view)).
+        chance: the mean chance of a rank-1 view (1 / (1 + gallery heads seen there)).
         p: one-sided p of ``rank1_views`` or more by chance (1.0 when nothing was tested).
         gallery_heads: heads in the gallery after the scan itself was left out.
     """
@@ -171,28 +179,64 @@ def rank_views(
     *,
     enrolled_view: Mapping[View, View] | None = None,
 ) -> dict[View, tuple[bool, float]]:
-    """Per probe view: (is the probe nearer to its enrolled original than to every gallery head,
-    the chance of that). ``enrolled_view`` maps a probe's view to the view its original and the
-    gallery are taken at (default: the same view). Views without an enrolled original or
-    without any gallery head are left out."""
+    """Per probe render: (is the probe nearer to its enrolled original than to every gallery
+    head, the chance of that). ``enrolled_view`` maps a probe's view to the view its original
+    and the gallery are taken at (default: the same view). Views without an enrolled original
+    or without any gallery head are left out."""
+    return _rank(probes, enrolled, gallery, enrolled_view, group=lambda view: view)
+
+
+def rank_yaws(
+    probes: Mapping[View, np.ndarray],
+    enrolled: Mapping[View, np.ndarray],
+    gallery: Gallery,
+    *,
+    enrolled_view: Mapping[View, View] | None = None,
+) -> dict[float, tuple[bool, float]]:
+    """Per yaw (a camera direction, its isosurface levels together): (is the probe's mean
+    distance to its enrolled original over the levels tested at that yaw smaller than its mean
+    distance to every gallery head over the levels that head was seen at, the chance of that:
+    1 / (1 + gallery heads seen at any of those levels)). The levels of one yaw are nearly the
+    same picture, so the yaw, not the render, is the independent trial of the test
+    (``docs/verification.md``)."""
+    return _rank(probes, enrolled, gallery, enrolled_view, group=lambda view: view[1])
+
+
+def _rank(
+    probes: Mapping[View, np.ndarray],
+    enrolled: Mapping[View, np.ndarray],
+    gallery: Gallery,
+    enrolled_view: Mapping[View, View] | None,
+    group: Callable[[View], K],
+) -> dict[K, tuple[bool, float]]:
+    """Rank 1 and chance per group of probe views, by mean distances over the group."""
     index = {view: i for i, view in enumerate(gallery.views)}
-    out = {}
+    pairs: dict[K, list[tuple[np.ndarray, View]]] = {}
     for view, probe in probes.items():
         target = enrolled_view.get(view, view) if enrolled_view else view
-        if target not in enrolled or target not in index:
+        if target in enrolled and target in index:
+            pairs.setdefault(group(view), []).append((probe, target))
+    out = {}
+    for key, members in pairs.items():
+        # (members, heads) distances to the gallery, NaN where a head was not seen
+        others = np.stack(
+            [
+                np.linalg.norm(gallery.descriptors[:, index[target]] - probe, axis=1)
+                for probe, target in members
+            ]
+        )
+        seen = ~np.isnan(others).all(axis=0)
+        if not seen.any():
             continue
-        others = gallery.descriptors[:, index[target]]
-        others = others[~np.isnan(others[:, 0])]
-        if len(others) == 0:
-            continue
-        own = float(np.linalg.norm(probe - enrolled[target]))
-        nearest_other = float(np.min(np.linalg.norm(others - probe, axis=1)))
-        out[view] = (own < nearest_other, 1.0 / (1 + len(others)))
+        own = float(np.mean([np.linalg.norm(probe - enrolled[t]) for probe, t in members]))
+        nearest_other = float(np.min(np.nanmean(others[:, seen], axis=0)))
+        out[key] = (own < nearest_other, 1.0 / (1 + int(seen.sum())))
     return out
 
 
-def summarise(ranks: Mapping[View, tuple[bool, float]], gallery: Gallery) -> IdentityResult:
-    """The identity test of per-view ranks (:func:`rank_views`)."""
+def summarise(ranks: Mapping[Any, tuple[bool, float]], gallery: Gallery) -> IdentityResult:
+    """The identity test of per-yaw ranks (:func:`rank_yaws`; per-render ranks give the test
+    as if every render were an independent trial)."""
     hits = sum(hit for hit, _ in ranks.values())
     chances = [chance for _, chance in ranks.values()]
     p = upper_tail(hits, chances) if chances else 1.0
@@ -207,9 +251,9 @@ def identity_test(
     *,
     enrolled_view: Mapping[View, View] | None = None,
 ) -> IdentityResult:
-    """How many probe views rank their own original first among the gallery, against chance
-    (:func:`rank_views`, :func:`summarise`)."""
-    return summarise(rank_views(probes, enrolled, gallery, enrolled_view=enrolled_view), gallery)
+    """In how many yaws the probes rank their own original first among the gallery, against
+    chance (:func:`rank_yaws`, :func:`summarise`)."""
+    return summarise(rank_yaws(probes, enrolled, gallery, enrolled_view=enrolled_view), gallery)
 
 
 def facenet_weights_path() -> Path | None:

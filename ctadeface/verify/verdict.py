@@ -39,7 +39,6 @@ from ctadeface.verify.identify import (
     View,
     identity_test,
     rank_views,
-    summarise,
 )
 from ctadeface.verify.render import THRESHOLDS_HU, Patch, Render, render_skin
 
@@ -197,7 +196,7 @@ class Verifier:
         result = self.judge(before, after, faces_b, faces_a)
         identity = result.identity
         log.info(
-            "identity: rank 1 on %d of %d views (chance %.3f, p %.3g); MTCNN p before %.3f, "
+            "identity: rank 1 on %d of %d yaws (chance %.3f, p %.3g); MTCNN p before %.3f, "
             "after %.3f; dlib faces after %d: %s",
             identity.rank1_views,
             identity.views_tested,
@@ -225,8 +224,8 @@ class Verifier:
         enrolled = self.describer.describe_all(before, [f.box for f in faces_b])
         probes = self.describer.describe_all(after, boxes)
         gallery = self.gallery.without(enrolled)
-        ranks = rank_views(probes, enrolled, gallery)
-        identity = summarise(ranks, gallery)
+        ranks = rank_views(probes, enrolled, gallery)  # per render, for the record
+        identity = identity_test(probes, enrolled, gallery)
         control = identity_test(
             enrolled, enrolled, gallery, enrolled_view={v: _next_level(v) for v in enrolled}
         )
@@ -287,7 +286,7 @@ def caption(result: Verification) -> str:
     identity = result.identity
     return (
         f"{result.mask_mode} mask: {result.status}; identity rank 1 on {identity.rank1_views}/"
-        f"{identity.views_tested} views (chance {identity.chance:.3f}, p {identity.p:.2g}); "
+        f"{identity.views_tested} yaws (chance {identity.chance:.3f}, p {identity.p:.2g}); "
         f"MTCNN p {result.face_p_before:.2f} -> {result.face_p_after:.2f}; dlib faces "
         f"{result.dlib_faces_before} -> {result.dlib_faces_after} of {result.n_renders}"
     )

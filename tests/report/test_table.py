@@ -35,7 +35,7 @@ def test_rows_flag_problems_first_and_fill_na():
         ("sub-04", "face-like", "face"),  # the kept facial skeleton: shown, not urgent
         ("sub-01", "defaced", "face"),
     ]
-    assert table[0]["identity_rank1_views"] == "1/12" and table[0]["identity_p"] == "0.001"
+    assert table[0]["identity_rank1_views"] == "1/4" and table[0]["identity_p"] == "0.001"
     missing = table[2]
     assert missing["session_id"] == "ses-a" and missing["mask_volume_ml"] == "n/a"
     done = table[4]
@@ -79,4 +79,4 @@ def test_an_implausible_mask_volume_needs_a_look_and_says_why():
 def test_every_row_that_needs_a_look_says_why():
     for row in rows():
         assert bool(reason(row)) == needs_a_look(row)
-    assert "rank 1 on 1/12 views" in reason(rows()[0])
+    assert "rank 1 on 1/4 yaws" in reason(rows()[0])
