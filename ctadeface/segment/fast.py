@@ -26,7 +26,7 @@ from ctadeface.errors import ModelError
 from ctadeface.hu import BODY_HU
 from ctadeface.segment import resampling
 from ctadeface.segment.exact import nnunet_predictor
-from ctadeface.segment.localise import HEAD_SLAB_MM, Superior, head_slab
+from ctadeface.segment.localise import HEAD_SLAB_MM, SlabEnd, Superior, head_slab
 from ctadeface.segment.models import ModelSpec
 from ctadeface.segment.network import (
     ModelConfig,
@@ -58,7 +58,7 @@ _TORCH_DTYPES = (np.int16, np.uint8, np.int8, np.int32, np.float32, np.float64)
 DESCRIPTION = (
     "nnU-Net's resampling, tiles and weights, only the tiles reaching the body box "
     f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm) of the head slab "
-    f"({HEAD_SLAB_MM:.0f} mm from the top of the body)"
+    f"({HEAD_SLAB_MM:.0f} mm from the top of the body; none where the body begins in the trunk)"
 )
 
 #: A logit that no interpolation with real logits (|x| < 100) can overturn, and finite, so that
@@ -149,7 +149,11 @@ class FastStrategy:
         if cells is None:
             return mask
         if up is not None:
-            cells = (head_slab(cells[0], cells[1], spacing, up), cells[1])
+            kept, slab = head_slab(cells[0], cells[1], spacing, up)
+            if slab.end == SlabEnd.TRUNK:
+                log.info("the body begins in the trunk (no head at its top): nothing to segment")
+                return mask
+            cells = (kept, cells[1])
         box = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=cells)
         if box is None:
             return mask

@@ -4,22 +4,34 @@ The face mask (``docs/mask-definition.md``) reaches from the forehead down to th
 (chin, hyoid). Measured from the top of the body, that is less than :data:`HEAD_SLAB_MM`: an
 adult's vertex-to-menton height is 21-26 cm and the hyoid lies 3-5 cm below the menton. So the
 fast strategy runs the network only on body within the slab; below it (the lower neck,
-shoulders, chest of an arch-to-vertex CTA) the mask is background. A scan no taller than the
-slab is unchanged.
+shoulders, chest of an arch-to-vertex CTA) the mask is background. A body whose top is already
+wider than any head (:data:`TRUNK_CM2`) begins in the trunk (a chest or shoulder field of
+view): it holds no face, and the slab is empty. A scan that ends before the slab does is
+unchanged.
 
-Arrays are nnU-Net's (k, j, i); the body is the coarse cells of ``ctadeface.body.body_cells``.
+The cross-sections are those of the body cells (``ctadeface.body.body_cells``: voxels above the
+body threshold on a ~4 mm grid, their largest connected part), so lungs, which lie below it,
+do not count, and a head holder or shell attached to the head does.
+
+Arrays are nnU-Net's (k, j, i).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
-from ctadeface.body import occupied
-
 #: From the top of the body down to here (mm) the face mask can reach (module docstring).
 HEAD_SLAB_MM = 320.0
+#: A body whose top (the median over its first :data:`TOP_MM`) has a cross-section above this
+#: (cm²) begins in the trunk. A head's largest is 150-300 cm² (up to 310 cm² among the 206
+#: shared CTs, thermoplastic shells included), the shoulders' and chest's 500-1,000 cm².
+TRUNK_CM2 = 450.0
+#: Depth of the top of the body over which :data:`TRUNK_CM2` is judged (mm); a median, so that
+#: a small device above the head does not decide.
+TOP_MM = 20.0
 
 
 @dataclass(frozen=True)
@@ -47,21 +59,68 @@ def superior_of_codes(codes: str) -> Superior:
     return Superior(axis=2 - stored_axis, sign=1 if codes.upper()[stored_axis] == "S" else -1)
 
 
-def head_slab(
+class SlabEnd(StrEnum):
+    """What ends the head slab."""
+
+    SLAB = "head slab"  # HEAD_SLAB_MM below the top of the body
+    SCAN = "scan"  # the scan (or the body) ends first: the slab keeps every cell
+    TRUNK = "trunk only"  # the body begins in the trunk: no slab
+
+
+@dataclass(frozen=True)
+class HeadSlab:
+    """The part of the body the face mask can lie in, along the superior axis.
+
+    Attributes:
+        depth_mm: how far below the top of the body it reaches (0 when there is none).
+        end: what ends it.
+    """
+
+    depth_mm: float
+    end: SlabEnd
+
+
+def cross_sections(
     cells: np.ndarray, steps: list[int], spacing: tuple[float, ...], up: Superior
 ) -> np.ndarray:
+    """The body's cross-section (cm²) in each cell slice across ``up.axis``, ordered from the
+    superior end of the array down."""
+    others = tuple(a for a in range(3) if a != up.axis)
+    cell_cm2 = float(np.prod([steps[a] * float(spacing[a]) for a in others])) / 100.0
+    sections = cells.sum(axis=others) * cell_cm2
+    return sections[::-1] if up.sign > 0 else sections
+
+
+def find_slab(sections: np.ndarray, cell_mm: float) -> tuple[int, int, HeadSlab]:
+    """(first, stop, slab): the slab as cell slices ``[first, stop)`` of ``sections``
+    (:func:`cross_sections`, ``cell_mm`` apart), from the top of the body down; first == stop
+    when there is none."""
+    body = np.flatnonzero(sections)
+    if body.size == 0:
+        return 0, len(sections), HeadSlab(0.0, SlabEnd.SCAN)
+    top = int(body[0])
+    at_top = sections[top : top + max(1, round(TOP_MM / cell_mm))]
+    if float(np.median(at_top)) > TRUNK_CM2:
+        return top, top, HeadSlab(0.0, SlabEnd.TRUNK)
+    stop, end = top + int(np.floor(HEAD_SLAB_MM / cell_mm)) + 1, SlabEnd.SLAB
+    if stop > int(body[-1]):
+        stop, end = len(sections), SlabEnd.SCAN
+    return top, stop, HeadSlab(round((stop - top) * cell_mm, 1), end)
+
+
+def head_slab(
+    cells: np.ndarray, steps: list[int], spacing: tuple[float, ...], up: Superior
+) -> tuple[np.ndarray, HeadSlab]:
     """``cells`` (bool, on the grid subsampled by ``steps``; ``spacing`` mm per axis of the
-    source) without the cells lower than :data:`HEAD_SLAB_MM` below the top of the body."""
-    along = occupied(cells)[up.axis]
-    if along.size == 0:
-        return cells
-    cell_mm = steps[up.axis] * spacing[up.axis]
-    depth = int(np.floor(HEAD_SLAB_MM / cell_mm))
-    index = np.arange(cells.shape[up.axis])
-    top = int(along[-1]) if up.sign > 0 else int(along[0])
-    keep = index >= top - depth if up.sign > 0 else index <= top + depth
-    if keep.all():
-        return cells
+    source) without the cells below the head slab (:func:`find_slab`; ``cells`` itself when it
+    keeps them all), and the slab."""
+    sections = cross_sections(cells, steps, spacing, up)
+    _, stop, slab = find_slab(sections, steps[up.axis] * float(spacing[up.axis]))
+    if stop >= len(sections):
+        return cells, slab
+    depth = np.arange(cells.shape[up.axis])
+    if up.sign > 0:
+        depth = depth[::-1]
     shape = [1, 1, 1]
     shape[up.axis] = -1
-    return cells & keep.reshape(shape)
+    return cells & (depth < stop).reshape(shape), slab

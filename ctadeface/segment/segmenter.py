@@ -274,6 +274,7 @@ class FaceSegmenter:
         slope: float = 1.0,
         inter: float = 0.0,
         affine: np.ndarray | None = None,
+        slab: bool = True,
     ) -> np.ndarray:
         """The face mask of one scan.
 
@@ -283,7 +284,9 @@ class FaceSegmenter:
         orientation (``ModelSpec.orientation``): the array is turned to it (axis permutation and
         flips, a copy), segmented, and the mask turned back. Returns a bool array of the same
         shape, True = face (any non-background label); it has the memory order of ``volume``
-        (Fortran for a NIfTI loaded by nibabel).
+        (Fortran for a NIfTI loaded by nibabel). ``slab``: with the affine, only the head slab is
+        segmented (:mod:`ctadeface.segment.localise`); False: the whole field of view (to
+        compare).
         """
         if volume.ndim != 3:
             raise ValueError(f"expected a 3D image, got shape {volume.shape}")
@@ -291,7 +294,7 @@ class FaceSegmenter:
             raise ValueError(f"expected three positive spacings (mm), got {spacing}")
         codes = self.model.orientation
         if codes is None:
-            up = superior_of(affine) if affine is not None else None
+            up = superior_of(affine) if affine is not None and slab else None
             return self._predict_stored(volume, spacing, slope, inter, up)
         if affine is None:
             raise UsageError(
@@ -299,7 +302,7 @@ class FaceSegmenter:
                 "predict() needs the scan's affine"
             )
         turn = Orientation.of(affine, codes)
-        up = superior_of_codes(codes)
+        up = superior_of_codes(codes) if slab else None
         mask = self._predict_stored(turn.forward(volume), turn.spacing(spacing), slope, inter, up)
         return turn.backward(mask, volume)
 

@@ -9,7 +9,12 @@ import pytest
 from ctadeface.segment.fast import BOX_MARGIN_MM
 from ctadeface.segment.localise import (
     HEAD_SLAB_MM,
+    TRUNK_CM2,
+    HeadSlab,
+    SlabEnd,
     Superior,
+    cross_sections,
+    find_slab,
     head_slab,
     superior_of,
     superior_of_codes,
@@ -31,23 +36,53 @@ def test_superior_axis_of_affines_and_codes():
 def test_the_slab_keeps_the_top_of_the_body_and_short_scans_whole(sign):
     cells = np.zeros((200, 4, 4), bool)
     cells[10:190] = True  # 180 cells of 4 mm = 720 mm of body
-    kept = head_slab(cells, [2, 1, 1], (2.0, 1.0, 1.0), Superior(0, sign))
+    kept, slab = head_slab(cells, [2, 1, 1], (2.0, 1.0, 1.0), Superior(0, sign))
     along = np.flatnonzero(kept.any(axis=(1, 2)))
     assert len(along) == int(HEAD_SLAB_MM // 4.0) + 1
     assert (along[-1] == 189) if sign > 0 else (along[0] == 10)
+    assert slab == HeadSlab(4.0 * len(along), SlabEnd.SLAB)
     short = np.zeros((60, 4, 4), bool)
     short[5:50] = True  # 180 mm
-    assert head_slab(short, [2, 1, 1], (2.0, 1.0, 1.0), Superior(0, sign)) is short
+    kept, slab = head_slab(short, [2, 1, 1], (2.0, 1.0, 1.0), Superior(0, sign))
+    assert kept is short and slab.end == SlabEnd.SCAN
 
 
-def _tall_scan() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """A phantom head (48 x 52 x 44 at 4 mm, k towards the feet) above 90 slices of trunk:
-    a 536 mm arch-to-vertex-like scan."""
+def _sections(*parts: tuple[float, int]) -> np.ndarray:
+    """Cross-sections (cm²) from the top down: (value, cells) runs."""
+    return np.concatenate([np.full(n, v) for v, n in parts])
+
+
+def test_a_body_that_begins_in_the_trunk_has_no_slab():
+    trunk = _sections((600.0, 5), (800.0, 100))
+    first, stop, slab = find_slab(trunk, 4.0)
+    assert first == stop == 0 and slab == HeadSlab(0.0, SlabEnd.TRUNK)
+    # a small device above the trunk does not hide it; a head beside nothing else is a head
+    rod = _sections((3.0, 2), (600.0, 100))
+    assert find_slab(rod, 4.0)[2].end == SlabEnd.TRUNK
+    head = _sections((TRUNK_CM2 * 0.6, 40), (0.0, 5))
+    assert find_slab(head, 4.0)[2].end == SlabEnd.SCAN
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_cross_sections_are_in_cm2_from_the_top_down(sign):
+    cells = np.zeros((10, 5, 4), bool)
+    cells[2, :2, :] = True  # 8 cells of 2 x 3 mm
+    sections = cross_sections(cells, [1, 2, 3], (4.0, 1.0, 1.0), Superior(0, sign))
+    assert sections[2 if sign < 0 else 7] == pytest.approx(8 * 6 / 100.0)
+    assert sections.sum() == pytest.approx(0.48)
+
+
+def _tall_scan(
+    half_axes: tuple[float, float] = (23.0, 20.0),
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A phantom head (48 x 52 x 44 at 4 mm, k towards the feet) above 90 slices of trunk (an
+    elliptic section of ``half_axes`` cells): a 536 mm arch-to-vertex-like scan."""
     from tests.test_robustness import phantom_hu
 
     head, affine = phantom_hu(1)
     i, j = np.meshgrid(np.arange(48) - 24.0, np.arange(52) - 26.0, indexing="ij")
-    section = np.where((i / 23.0) ** 2 + (j / 20.0) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
+    a, b = half_axes
+    section = np.where((i / a) ** 2 + (j / b) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
     trunk = np.repeat(section[:, :, None], 90, axis=2)
     trunk[20:28, 30:36, :] = 700.0  # a spine
     return np.concatenate([head, trunk], axis=2), affine, (4.0, 4.0, 4.0)
@@ -70,6 +105,44 @@ def test_a_tall_scan_gets_the_same_mask_in_the_slab_and_none_below(tmp_path):
     assert not slab[:, :, reach:].any()
 
 
+def _slab_of(
+    hu: np.ndarray, affine: np.ndarray, spacing: tuple[float, ...]
+) -> tuple[int, HeadSlab]:
+    """The slab of a scan in HU, and the stored index where it ends along the superior axis when
+    that index grows to the feet (as in ``_tall_scan``)."""
+    from ctadeface.body import body_cells
+    from ctadeface.hu import BODY_HU
+
+    cells, steps = body_cells(hu, spacing, BODY_HU) or (np.zeros((1, 1, 1), bool), [1, 1, 1])
+    up = superior_of(affine)
+    axis = 2 - up.axis  # the superior axis of the stored (i, j, k) array
+    sections = cross_sections(cells, steps, spacing, Superior(axis=axis, sign=up.sign))
+    _, stop, slab = find_slab(sections, steps[axis] * spacing[axis])
+    return stop * steps[axis], slab
+
+
+def test_a_scan_that_begins_in_the_trunk_is_not_segmented(tmp_path, caplog):
+    from ctadeface.segment import FaceSegmenter
+    from ctadeface.segment.models import resolve_model
+
+    # a chest field of view: 520 x 400 mm, a 400 x 240 mm body with lungs and a spine, 120 mm
+    i, j = np.meshgrid(np.arange(130) - 65.0, np.arange(100) - 50.0, indexing="ij")
+    section = np.where((i / 50.0) ** 2 + (j / 30.0) ** 2 < 1, 40.0, -1000.0)
+    for side in (-1, 1):
+        section[((i - side * 21) / 15) ** 2 + (j / 18) ** 2 < 1] = -850.0
+    section[(i / 4) ** 2 + ((j + 22) / 4) ** 2 < 1] = 700.0
+    trunk = np.repeat(section[:, :, None], 30, axis=2).astype(np.float32)
+    spacing = (4.0, 4.0, 4.0)
+    affine = np.diag([-4.0, -4.0, -4.0, 1.0])  # LPI: k grows to the feet
+    assert _slab_of(trunk, affine, spacing)[1].end == SlabEnd.TRUNK
+    spec = resolve_model(str(TINY_MODEL / "Dataset900_TinyFace"), tmp_path / "cache")
+    segmenter = FaceSegmenter(spec, device="cpu", precision="fp32")
+    assert segmenter.predict(trunk, spacing).any()  # the network would mark something
+    with caplog.at_level("INFO"):
+        assert not segmenter.predict(trunk, spacing, affine=affine).any()
+    assert "begins in the trunk" in caplog.text
+
+
 HEADS = sorted((SHARED_DATA / "heads").glob("*.nii.gz")) if SHARED_DATA.is_dir() else []
 
 
@@ -77,10 +150,24 @@ HEADS = sorted((SHARED_DATA / "heads").glob("*.nii.gz")) if SHARED_DATA.is_dir()
 @pytest.mark.parametrize("path", HEADS, ids=lambda p: p.name.split(".")[0])
 def test_the_shared_heads_lie_within_the_slab(path):
     """The slab leaves every shared head whole, so its mask is what it was."""
-    import nibabel as nib
+    from ctadeface.io import load_ct
 
-    img = nib.load(path)
-    up = superior_of(img.affine)
-    stored_axis = 2 - up.axis
-    extent = img.shape[stored_axis] * float(np.linalg.norm(img.affine[:3, stored_axis]))
-    assert extent < HEAD_SLAB_MM
+    image = load_ct(path)
+    assert _slab_of(image.hu(), image.affine, image.spacing)[1].end == SlabEnd.SCAN
+
+
+OPENKBP = sorted((SHARED_DATA / "openkbp").glob("*.nii.gz")) if SHARED_DATA.is_dir() else []
+
+
+@pytest.mark.skipif(not OPENKBP, reason="no ../shared/data/openkbp")
+def test_of_the_openkbp_cts_only_the_one_without_a_head_begins_in_the_trunk():
+    """train_pt38's field of view holds the shoulders and upper chest only (a rod of the
+    immobilisation device above them); every other OpenKBP CT begins at the head or face."""
+    from ctadeface.io import load_ct
+
+    trunk = []
+    for path in OPENKBP:
+        image = load_ct(path)
+        if _slab_of(image.hu(), image.affine, image.spacing)[1].end == SlabEnd.TRUNK:
+            trunk.append(path.name)
+    assert trunk == ["train_pt38.nii.gz"]
