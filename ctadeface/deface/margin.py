@@ -39,6 +39,8 @@ from scipy import ndimage
 
 from ctadeface.body import largest_component
 
+_CUBE = np.ones((3, 3, 3), bool)  # the 26-neighbourhood
+
 
 @dataclass(frozen=True)
 class MarginParams:
@@ -70,18 +72,22 @@ class MarginParams:
         """Voxels per cell along each axis."""
         return [max(1, int(self.cell_mm / float(s) + 1e-9)) for s in spacing]
 
+    def floor_mm(self, spacing: Sequence[float]) -> float:
+        """Cell-centre distance from any tissue cell within which every outside voxel is margin:
+        ``min_mm`` plus the diagonal of a cell less one voxel (a voxel centre lies within half
+        of it from its cell's centre, so two voxels' distance and their cells' distance differ
+        by at most that diagonal); ``min_mm`` on one-voxel cells. Only pooled axes add to it."""
+        spread = [(st - 1) * float(s) for st, s in zip(self.strides(spacing), spacing, strict=True)]
+        return self.min_mm + float(np.sqrt(sum(e * e for e in spread)))
+
     def reach_mm(self, spacing: Sequence[float]) -> float:
-        """Cell-centre distance from the tissue out to which the margin reaches: ``margin_mm``,
-        or on coarse cells at least ``min_mm`` plus the diagonal of a cell less one voxel (a
-        voxel centre lies within half of it from its cell's centre, so two voxels' distance and
-        their cells' distance differ by at most that diagonal). Only pooled axes add to it: a
-        0.7 x 3 x 3 mm grid on 2 x 1 x 1 cells reaches max(8, 5 + 0.7) = 8 mm (the whole cell's
-        diagonal would give 9.5 mm, a margin 1.5 mm too thick)."""
-        strides = self.strides(spacing)
-        if strides == [1, 1, 1]:
+        """Cell-centre distance from the patient's tissue cells out to which the margin
+        reaches: ``margin_mm``, and at least :meth:`floor_mm` on coarse cells. A 0.7 x 3 x 3 mm
+        grid on 2 x 1 x 1 cells reaches max(8, 5 + 0.7) = 8 mm (the whole cell's diagonal would
+        give 9.5 mm, a margin 1.5 mm too thick)."""
+        if self.strides(spacing) == [1, 1, 1]:
             return self.margin_mm
-        spread = [(st - 1) * float(s) for st, s in zip(strides, spacing, strict=True)]
-        return max(self.margin_mm, self.min_mm + float(np.sqrt(sum(e * e for e in spread))))
+        return max(self.margin_mm, self.floor_mm(spacing))
 
 
 def with_margin(
@@ -100,7 +106,9 @@ def with_margin(
     them stay up to what the opening may have trimmed off the patient farther (a nose tip at
     4 mm voxels, partly below the air threshold); the rest, and any air the patient encloses
     (sinuses), is dropped. On coarse cells the air voxels of the tissue's cells that touch the
-    margin join it (no unmasked sliver of air between skin and margin).
+    margin join it (no unmasked sliver of air between skin and margin), and so does every
+    outside cell within :meth:`MarginParams.floor_mm` of a marked cell on or beside the patient
+    (a skin cell less than half body is not patient, yet its tissue bounds the least thickness).
     """
     if mask.shape != body.shape:
         raise ValueError(f"mask shape {mask.shape} != body shape {body.shape}")
@@ -124,7 +132,12 @@ def with_margin(
         return mask.copy()
     marked = _pool(mask & body, strides, "any") if coarse else mask & body
     t = marked & patient
-    d_patient, nearest, d_tissue = _distances(patient, t, cell)
+    # a skin cell less than half body is not patient, yet its tissue bounds the margin's least
+    # thickness (floor_mm); the nominal margin runs from the patient's tissue cells only, so
+    # that a shell the network marked beside the skin does not push it out
+    rim = marked & ~patient & ndimage.binary_dilation(patient, structure=_CUBE) if coarse else None
+    floor_from = t | rim if rim is not None and rim.any() else None
+    d_patient, nearest, (d_tissue, d_floor) = _distances(patient, [t, floor_from], cell)
     # the network's mask off the patient stays within margin_mm of it; what it marked off the
     # patient that is not air (a device, a nose tip the opening trimmed), and the air within a
     # cell of that, up to what the opening may trim more
@@ -138,12 +151,15 @@ def with_margin(
     kept &= mask
     if d_tissue is None:
         return kept
-    grown = outside & (d_tissue <= params.reach_mm(spacing))
+    grown = d_tissue <= params.reach_mm(spacing)
+    if d_floor is not None:
+        grown |= d_floor <= params.floor_mm(spacing)
+    grown &= outside
     # the nearest patient voxel is tissue, or lies within the slack (or half a cell) of it
     where = np.nonzero(grown)
     at_patient = tuple(nearest[(axis, *where)] for axis in range(3))
     grown[where] = d_tissue[at_patient] <= max(params.slack_mm, 0.5 * max(cell))
-    del d_patient, d_tissue, nearest
+    del d_patient, d_tissue, d_floor, nearest
     if not coarse:
         return kept | grown
     kept |= fine(grown)
@@ -154,11 +170,12 @@ def with_margin(
 
 
 def _distances(
-    patient: np.ndarray, tissue: np.ndarray, spacing: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    patient: np.ndarray, tissues: Sequence[np.ndarray | None], spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """Euclidean distances (mm) of every voxel to the nearest ``patient`` voxel, that voxel's
-    indices (int32, axis first), and the distance to the nearest ``tissue`` voxel (None without
-    tissue); the two transforms run in two threads (scipy's transform releases the GIL)."""
+    indices (int32, axis first), and the distances to the nearest voxel of each of ``tissues``
+    (None for one that is None or empty); the transforms run in two threads (scipy's transform
+    releases the GIL)."""
 
     def to_patient() -> tuple[np.ndarray, np.ndarray]:
         nearest = np.empty((patient.ndim, *patient.shape), np.int32)
@@ -167,13 +184,16 @@ def _distances(
         )
         return d, nearest
 
-    def to_tissue() -> np.ndarray | None:
-        return ndimage.distance_transform_edt(~tissue, sampling=spacing) if tissue.any() else None
+    def to_tissue(tissue: np.ndarray | None) -> np.ndarray | None:
+        if tissue is None or not tissue.any():
+            return None
+        return ndimage.distance_transform_edt(~tissue, sampling=spacing)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        near_patient, near_tissue = pool.submit(to_patient), pool.submit(to_tissue)
+        near_patient = pool.submit(to_patient)
+        near_tissues = [pool.submit(to_tissue, tissue) for tissue in tissues]
         d_patient, nearest = near_patient.result()
-        return d_patient, nearest, near_tissue.result()
+        return d_patient, nearest, [near.result() for near in near_tissues]
 
 
 def _patient(body: np.ndarray, spacing: Sequence[float], thin_mm: float) -> np.ndarray:

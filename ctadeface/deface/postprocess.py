@@ -78,9 +78,14 @@ def postprocess(
     if params.margin is not None:
         reach, strides = params.margin.reach_mm(spacing), params.margin.strides(spacing)
     pad = [int(np.ceil(reach / s)) + n for s, n in zip(spacing, strides, strict=True)]
+    # the box starts and ends on whole cells of the image's grid: the margin's cells, and so
+    # the mask, do not depend on how far the box reaches
     box = tuple(
-        slice(max(0, int(idx[0]) - p), min(n, int(idx[-1]) + p + 1))
-        for idx, p, n in zip(occupied(mask), pad, mask.shape, strict=True)
+        slice(
+            max(0, int(idx[0]) - p) // st * st,
+            min(n, -(-(int(idx[-1]) + p + 1) // st) * st),
+        )
+        for idx, p, n, st in zip(occupied(mask), pad, mask.shape, strides, strict=True)
     )
     air, keep = _classify(hu, box, params)
     kept = np.logical_and(mask[box], keep, out=np.empty_like(keep))  # keep's memory order

@@ -47,16 +47,21 @@ def test_postprocess_in_place_overwrites_the_mask_with_the_same_result() -> None
     assert postprocess(empty, hu, (1.0, 1.0, 1.0), in_place=True) is empty
 
 
-def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
+@pytest.mark.parametrize("seed", range(6))
+def test_postprocess_on_fine_grids_keeps_at_least_the_margin(seed: int) -> None:
     """At 0.45 x 0.45 x 0.6 mm the distance is measured between the centres of ~1.8 mm cells
-    (4 x 4 x 3 voxels): the margin is never thinner than min_mm (mask-definition.md: 5 mm) and
-    stays within its cell-centre reach plus a cell diagonal."""
+    (4 x 4 x 3 voxels): wherever the tissue lies against the cells (a ball of tissue at a
+    random sub-cell position and radius), the margin is never thinner than min_mm
+    (mask-definition.md: 5 mm), nearly everywhere margin_mm, and within its cell-centre reach
+    plus a cell diagonal."""
+    rng = np.random.default_rng(seed)
     spacing = (0.45, 0.45, 0.6)
     shape = (90, 100, 70)
+    centre = np.array([20.0, 22.0, 21.0]) + rng.uniform(0.0, 1.8, 3)
     idx = np.indices(shape).astype(np.float32) * np.array(spacing).reshape(3, 1, 1, 1)
-    radius = np.sqrt(((idx - np.array([20.0, 22.0, 21.0]).reshape(3, 1, 1, 1)) ** 2).sum(0))
-    hu = np.where(radius < 12.0, 40.0, -1000.0).astype(np.float32)  # a ball of tissue in air
-    mask = radius < 12.0
+    radius = np.sqrt(((idx - centre.reshape(3, 1, 1, 1)) ** 2).sum(0))
+    mask = radius < 12.0 + rng.uniform(-1.0, 1.0)
+    hu = np.where(mask, 40.0, -1000.0).astype(np.float32)  # a ball of tissue in air
     margin = MarginParams(margin_mm=6.0)
     out = postprocess(mask, hu, spacing, PostProcess(margin=margin))
     exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
@@ -65,8 +70,31 @@ def test_postprocess_on_fine_grids_keeps_at_least_the_margin() -> None:
     assert out[exact <= 6.0].mean() > 0.99  # 6 mm nearly everywhere
     cell = np.sqrt(sum((n * s) ** 2 for n, s in zip([4, 4, 3], spacing, strict=True)))
     spread = np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip([4, 4, 3], spacing, strict=True)))
+    assert margin.floor_mm(spacing) == pytest.approx(5.0 + spread)
     assert margin.reach_mm(spacing) == pytest.approx(5.0 + spread)
     assert not out[exact > margin.reach_mm(spacing) + cell].any()
+
+
+def test_postprocess_does_not_depend_on_how_far_the_box_reaches() -> None:
+    """The margin's cells lie on the image's grid: a mask voxel far down the neck widens the
+    box (by a number of voxels that is no whole number of cells), and the mask about the head
+    stays the same to the voxel."""
+    spacing = (0.45, 0.45, 0.6)
+    shape = (90, 90, 200)
+    idx = np.indices(shape).astype(np.float32) * np.array(spacing).reshape(3, 1, 1, 1)
+    head = np.sqrt(((idx - np.array([20.3, 20.1, 90.2]).reshape(3, 1, 1, 1)) ** 2).sum(0)) < 12
+    neck = np.hypot(idx[0] - 20.3, idx[1] - 20.1) < 6.0
+    body = head | neck
+    hu = np.where(body, 40.0, -1000.0).astype(np.float32)
+    mask = head & (idx[1] > 22.0)  # the front half of the head
+    params = PostProcess(margin=MarginParams())
+    alone = postprocess(mask, hu, spacing, params)
+    stray = mask.copy()
+    stray[44, 44, 7] = True  # on the neck, 50 mm below the head's mask
+    assert body[44, 44, 7]
+    widened = postprocess(stray, hu, spacing, params)
+    assert widened[44, 44, 7]  # tissue on the patient: kept
+    np.testing.assert_array_equal(widened[..., 40:], alone[..., 40:])
 
 
 def test_postprocess_drops_mask_far_from_the_patient() -> None:
