@@ -7,6 +7,7 @@ HU and mm throughout; ``mask`` and ``hu`` share shape and axes (i, j, k) as stor
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,12 +15,15 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ctadeface.body import Volume, body_cells, occupied
+from ctadeface.body import Volume, body_cells, bounding_box
 from ctadeface.deface.margin import MarginParams, with_margin
 from ctadeface.deface.skull import SkullParams, intracranial
 from ctadeface.hu import BODY_HU, BONE_HU
 
 log = logging.getLogger(__name__)
+
+#: Slices along (i, j, k) of a box of the scan.
+Box = tuple[slice, ...]
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,10 @@ def postprocess(
     when the network's mask is not needed afterwards).
 
     ``mask`` and ``hu`` share shape and axes (i, j, k); ``spacing`` is mm per axis. Only the
-    bounding box of the mask (plus the margin) is processed, so large scans stay cheap; ``hu``
-    may be a :class:`~ctadeface.io.HUView`, converted one slab at a time.
+    boxes of the mask's parts (:func:`part_boxes`: each part's bounding box plus the margin)
+    are processed, so large scans stay cheap; with the margin on, a part whose box holds no
+    cell of the patient's body lies beyond the margin's reach of it and is dropped. ``hu`` may
+    be a :class:`~ctadeface.io.HUView`, converted one slab at a time.
     """
     if mask.shape != hu.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
@@ -78,40 +84,120 @@ def postprocess(
     if params.margin is not None:
         reach, strides = params.margin.reach_mm(spacing), params.margin.strides(spacing)
     pad = [int(np.ceil(reach / s)) + n for s, n in zip(spacing, strides, strict=True)]
-    # the box starts and ends on whole cells of the image's grid: the margin's cells, and so
-    # the mask, do not depend on how far the box reaches
-    box = tuple(
-        slice(
-            max(0, int(idx[0]) - p) // st * st,
-            min(n, -(-(int(idx[-1]) + p + 1) // st) * st),
-        )
-        for idx, p, n, st in zip(occupied(mask), pad, mask.shape, strides, strict=True)
-    )
-    air, keep = _classify(hu, box, params)
-    kept = np.logical_and(mask[box], keep, out=np.empty_like(keep))  # keep's memory order
-    if params.body_reach_mm > 0:
-        kept &= _near_body(hu, spacing, box, params)
-    if params.margin is not None:
-        body = np.logical_not(air, out=air)
-        del air
-        packed = _Packed(keep)  # an eighth of the memory while the margin's arrays exist
-        del keep
-        kept = with_margin(kept, body, spacing, params.margin)
-        del body
-        kept &= packed.unpack()
-    else:
-        del keep
-    # every True voxel of the mask lies in the box: outside it the mask is already all False
     out = mask if in_place else np.zeros_like(mask, dtype=bool)
-    out[box] = kept
-    del kept
+    boxes = part_boxes(mask, pad, strides)
+    split = len(boxes) > 1
+    body = body_cells(hu, spacing, params.air_hu) if params.body_reach_mm > 0 or split else None
+    for box in boxes:  # disjoint: each reads only its own part of ``mask``
+        if split and params.margin is not None and not _holds(body, box):
+            # no cell of the patient within the margin's reach: neither its tissue nor margin
+            out[box] = False
+            continue
+        out[box] = _process_box(mask[box], hu, spacing, box, params, body)
     if params.skull is not None:
         inside = intracranial(hu, spacing, params.skull)
         if inside is not None:
-            dropped = inside.clear(out[box], box)
+            dropped = sum(inside.clear(out[box], box) for box in boxes)
             if dropped:
                 log.info("post-processing: %d mask voxels inside the skull dropped", dropped)
     return out
+
+
+def part_boxes(mask: np.ndarray, pad: list[int], strides: list[int]) -> list[Box]:
+    """The boxes the post-processing works on: the bounding box of each part of ``mask``
+    (connected on cells of ``pad`` voxels), grown by ``pad`` voxels and widened to whole cells
+    of ``strides`` voxels on the image's grid; parts whose boxes meet share one. The boxes are
+    disjoint and hold every True voxel of ``mask``; a mask in one part gets one box, its
+    bounding box grown (so a stray false positive far from the face does not stretch the face's
+    box over the scan)."""
+    whole = bounding_box(mask)
+    cell = [max(1, p) for p in pad]
+    pooled = mask[whole]
+    for axis, (b, c) in enumerate(zip(whole, cell, strict=True)):
+        pooled = np.logical_or.reduceat(pooled, np.arange(0, b.stop - b.start, c), axis=axis)
+    labels, n = ndimage.label(pooled, structure=np.ones((3, 3, 3), bool))
+    parts: list[Box] = [whole]
+    if n > 1:
+        parts = []
+        for found in ndimage.find_objects(labels):
+            near = tuple(
+                slice(b.start + f.start * c, min(b.stop, b.start + f.stop * c))
+                for b, f, c in zip(whole, found, cell, strict=True)
+            )
+            tight = bounding_box(mask[near])
+            parts.append(
+                tuple(
+                    slice(a.start + t.start, a.start + t.stop)
+                    for a, t in zip(near, tight, strict=True)
+                )
+            )
+    boxes = [_grown(part, pad, strides, mask.shape) for part in parts]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        for i, j in itertools.combinations(range(len(boxes)), 2):
+            if all(
+                a.start < b.stop and b.start < a.stop
+                for a, b in zip(boxes[i], boxes[j], strict=True)
+            ):
+                union = tuple(
+                    slice(min(a.start, b.start), max(a.stop, b.stop))
+                    for a, b in zip(boxes[i], boxes[j], strict=True)
+                )
+                boxes = [box for k, box in enumerate(boxes) if k not in (i, j)] + [union]
+                merged = True
+                break
+    return boxes
+
+
+def _holds(body: tuple[np.ndarray, list[int]] | None, box: Box) -> bool:
+    """Whether ``box`` holds a cell of the patient's body (``body``, as
+    :func:`ctadeface.body.body_cells` gives it); True when there is no body at all."""
+    if body is None:
+        return True
+    cells, steps = body
+    return bool(
+        cells[
+            tuple(slice(b.start // st, -(-b.stop // st)) for b, st in zip(box, steps, strict=True))
+        ].any()
+    )
+
+
+def _grown(part: Box, pad: list[int], strides: list[int], shape: tuple[int, ...]) -> Box:
+    """``part`` grown by ``pad`` voxels, its start and stop on whole cells of ``strides`` voxels
+    of the image's grid (so the margin's cells, and the mask, do not depend on how far the box
+    reaches), within ``shape``."""
+    return tuple(
+        slice(max(0, b.start - p) // st * st, min(n, -(-(b.stop + p) // st) * st))
+        for b, p, st, n in zip(part, pad, strides, shape, strict=True)
+    )
+
+
+def _process_box(
+    mask: np.ndarray,
+    hu: Volume,
+    spacing: tuple[float, float, float],
+    box: Box,
+    params: PostProcess,
+    body: tuple[np.ndarray, list[int]] | None,
+) -> np.ndarray:
+    """The post-processed mask on ``box`` (``mask`` is the network's there), but for the skull:
+    the mask's tissue that is not bone and lies within reach of the patient (``body``: its
+    cells), with the air margin."""
+    air, keep = _classify(hu, box, params)
+    kept = np.logical_and(mask, keep, out=np.empty_like(keep))  # keep's memory order
+    if params.body_reach_mm > 0:
+        kept &= _near_body(body, spacing, box, params)
+    if params.margin is None:
+        return kept
+    patient = np.logical_not(air, out=air)
+    del air
+    packed = _Packed(keep)  # an eighth of the memory while the margin's arrays exist
+    del keep
+    kept = with_margin(kept, patient, spacing, params.margin)
+    del patient
+    kept &= packed.unpack()
+    return kept
 
 
 class _Packed:
@@ -149,14 +235,14 @@ def _classify(
 
 
 def _near_body(
-    hu: Volume,
+    found: tuple[np.ndarray, list[int]] | None,
     spacing: tuple[float, float, float],
-    box: tuple[slice, ...],
+    box: Box,
     params: PostProcess,
 ) -> np.ndarray:
-    """Voxels of ``box`` within ``params.body_reach_mm`` of the patient's body cells (a voxel
-    takes the distance of its nearest cell)."""
-    found = body_cells(hu, spacing, params.air_hu)
+    """Voxels of ``box`` within ``params.body_reach_mm`` of the patient's body cells
+    (``found``, as :func:`ctadeface.body.body_cells` gives them; a voxel takes the distance of
+    its nearest cell)."""
     if found is None:
         return np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
     cells, steps = found

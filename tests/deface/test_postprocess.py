@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from ctadeface.deface.margin import MarginParams
-from ctadeface.deface.postprocess import PostProcess, postprocess
+from ctadeface.deface.postprocess import PostProcess, part_boxes, postprocess
 
 
 def test_postprocess_adds_an_air_margin_and_drops_bone():
@@ -87,14 +87,45 @@ def test_postprocess_does_not_depend_on_how_far_the_box_reaches() -> None:
     body = head | neck
     hu = np.where(body, 40.0, -1000.0).astype(np.float32)
     mask = head & (idx[1] > 22.0)  # the front half of the head
-    params = PostProcess(margin=MarginParams())
+    margin = MarginParams()
+    params = PostProcess(margin=margin)
     alone = postprocess(mask, hu, spacing, params)
     stray = mask.copy()
     stray[44, 44, 7] = True  # on the neck, 50 mm below the head's mask
     assert body[44, 44, 7]
+    strides = margin.strides(spacing)
+    pad = [
+        int(np.ceil(margin.reach_mm(spacing) / s)) + st
+        for s, st in zip(spacing, strides, strict=True)
+    ]
+    assert len(part_boxes(stray, pad, strides)) == 2
     widened = postprocess(stray, hu, spacing, params)
     assert widened[44, 44, 7]  # tissue on the patient: kept
     np.testing.assert_array_equal(widened[..., 40:], alone[..., 40:])
+
+
+def test_each_part_of_the_mask_gets_its_own_box() -> None:
+    """Parts of the mask farther apart than their boxes' growth are processed in boxes of their
+    own (a stray false positive does not stretch the face's box over the scan); parts whose
+    grown boxes meet share one; the boxes are disjoint, on whole cells, and hold every voxel."""
+    mask = np.zeros((120, 100, 200), bool)
+    mask[20:60, 30:70, 100:160] = True  # the face
+    mask[62:64, 30:32, 100:102] = True  # beside it: the same box
+    mask[100:103, 80:83, 10:13] = True  # far down: a box of its own
+    boxes = part_boxes(mask, [8, 8, 6], [4, 4, 3])
+    assert len(boxes) == 2
+    covered = np.zeros(mask.shape, int)
+    for box in boxes:
+        covered[box] += 1
+        assert all(b.start % st == 0 for b, st in zip(box, [4, 4, 3], strict=True))
+    assert covered.max() == 1 and covered[mask].min() == 1
+    face = next(box for box in boxes if box[2].start > 50)
+    assert face == (slice(12, 72), slice(20, 80), slice(93, 168))
+    alone = np.zeros_like(mask)
+    alone[20:60, 30:70, 100:160] = True
+    assert part_boxes(alone, [8, 8, 6], [4, 4, 3]) == [
+        (slice(12, 68), slice(20, 80), slice(93, 168))
+    ]
 
 
 def test_postprocess_drops_mask_far_from_the_patient() -> None:
