@@ -7,7 +7,8 @@ Run by hand (not in ``make test``; about 20 minutes on 2 cores)::
 For every CT of ``../shared/data`` (heads, OpenKBP) and the arch-to-vertex phantom
 (``bench.arch_to_vertex``, cached in the bench work folder): the slab the fast strategy runs the
 network on (``ctadeface.segment.localise``: what ends it, how deep it reaches). Where it cuts the
-scan (320 mm below the top of the body, or nothing where the body begins in the trunk), the scan
+scan (where the body widens into the shoulders, 320 mm below the top of the body, or nothing
+where the body begins in the trunk), the scan
 is segmented twice, over the whole field of view and within the slab, and each mask
 post-processed as the app does: the voxels the slab drops, how many of the differing voxels lie
 above the slab's end, and the segmentation's time both ways.

@@ -58,7 +58,8 @@ _TORCH_DTYPES = (np.int16, np.uint8, np.int8, np.int32, np.float32, np.float64)
 DESCRIPTION = (
     "nnU-Net's resampling, tiles and weights, only the tiles reaching the body box "
     f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm) of the head slab "
-    f"({HEAD_SLAB_MM:.0f} mm from the top of the body; none where the body begins in the trunk)"
+    f"(from the top of the body down to the shoulders, at most {HEAD_SLAB_MM:.0f} mm; none "
+    "where the body begins in the trunk)"
 )
 
 #: A logit that no interpolation with real logits (|x| < 100) can overturn, and finite, so that

@@ -4,7 +4,10 @@ The face mask (``docs/mask-definition.md``) reaches from the forehead down to th
 (chin, hyoid). Measured from the top of the body, that is less than :data:`HEAD_SLAB_MM`: an
 adult's vertex-to-menton height is 21-26 cm and the hyoid lies 3-5 cm below the menton. So the
 fast strategy runs the network only on body within the slab; below it (the lower neck,
-shoulders, chest of an arch-to-vertex CTA) the mask is background. A body whose top is already
+shoulders, chest of an arch-to-vertex CTA) the mask is background. The slab ends sooner where
+the body first widens beyond :data:`SHOULDER_RATIO` times the head's largest cross-section
+(the base of the neck, the shoulders: well below the hyoid), as long as that lies below the
+head (:data:`HEAD_MM`). A body whose top is already
 wider than any head (:data:`TRUNK_CM2`) begins in the trunk (a chest or shoulder field of
 view): it holds no face, and the slab is empty. A scan that ends before the slab does is
 unchanged.
@@ -32,6 +35,12 @@ TRUNK_CM2 = 450.0
 #: Depth of the top of the body over which :data:`TRUNK_CM2` is judged (mm); a median, so that
 #: a small device above the head does not decide.
 TOP_MM = 20.0
+#: The head's largest cross-section is taken over this depth from the top of the body (mm):
+#: vertex to mid-face, where the skull is widest; the neck below is narrower.
+HEAD_MM = 150.0
+#: Below that, the first cross-section larger than this multiple of the head's largest is the
+#: base of the neck and the shoulders (or a chest): the slab ends above it.
+SHOULDER_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class SlabEnd(StrEnum):
     """What ends the head slab."""
 
     SLAB = "head slab"  # HEAD_SLAB_MM below the top of the body
+    SHOULDERS = "shoulders"  # the body widens into the shoulders first (SHOULDER_RATIO)
     SCAN = "scan"  # the scan (or the body) ends first: the slab keeps every cell
     TRUNK = "trunk only"  # the body begins in the trunk: no slab
 
@@ -103,7 +113,11 @@ def find_slab(sections: np.ndarray, cell_mm: float) -> tuple[int, int, HeadSlab]
     if float(np.median(at_top)) > TRUNK_CM2:
         return top, top, HeadSlab(0.0, SlabEnd.TRUNK)
     stop, end = top + int(np.floor(HEAD_SLAB_MM / cell_mm)) + 1, SlabEnd.SLAB
-    if stop > int(body[-1]):
+    below = top + max(1, round(HEAD_MM / cell_mm))
+    wide = np.flatnonzero(sections[below:stop] > SHOULDER_RATIO * sections[top:below].max())
+    if wide.size:
+        stop, end = below + int(wide[0]), SlabEnd.SHOULDERS
+    elif stop > int(body[-1]):
         stop, end = len(sections), SlabEnd.SCAN
     return top, stop, HeadSlab(round((stop - top) * cell_mm, 1), end)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ctadeface.segment.fast import BOX_MARGIN_MM
 from ctadeface.segment.localise import (
@@ -52,6 +53,20 @@ def _sections(*parts: tuple[float, int]) -> np.ndarray:
     return np.concatenate([np.full(n, v) for v, n in parts])
 
 
+def test_the_slab_ends_above_the_shoulders():
+    """Below the head's own depth (HEAD_MM), the first cross-section wider than 1.5 x the
+    head's largest ends the slab; one wider within the head's depth (a head holder) does not,
+    nor one below HEAD_SLAB_MM."""
+    head, neck = (200.0, 40), (110.0, 15)  # 160 mm of head, 60 mm of neck (4 mm cells)
+    first, stop, slab = find_slab(_sections(head, neck, (450.0, 60)), 4.0)
+    assert (first, stop) == (0, 55) and slab == HeadSlab(220.0, SlabEnd.SHOULDERS)
+    assert find_slab(_sections(head, neck, (290.0, 60)), 4.0)[2].end == SlabEnd.SLAB
+    holder = _sections((200.0, 10), (400.0, 5), (200.0, 25), neck, (250.0, 60))
+    assert find_slab(holder, 4.0)[2].end == SlabEnd.SLAB
+    late = _sections(head, (110.0, 50), (450.0, 60))  # widens 360 mm down
+    assert find_slab(late, 4.0)[2] == HeadSlab(4.0 * (int(HEAD_SLAB_MM // 4.0) + 1), SlabEnd.SLAB)
+
+
 def test_a_body_that_begins_in_the_trunk_has_no_slab():
     trunk = _sections((600.0, 5), (800.0, 100))
     first, stop, slab = find_slab(trunk, 4.0)
@@ -73,36 +88,64 @@ def test_cross_sections_are_in_cm2_from_the_top_down(sign):
 
 
 def _tall_scan(
-    half_axes: tuple[float, float] = (23.0, 20.0),
+    half_axes: tuple[float, float] = (23.0, 20.0), width: int = 48, neck: int = 0
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """A phantom head (48 x 52 x 44 at 4 mm, k towards the feet) above 90 slices of trunk (an
-    elliptic section of ``half_axes`` cells): a 536 mm arch-to-vertex-like scan."""
+    """A phantom head (48 x 52 x 44 at 4 mm, k towards the feet; its largest cross-section
+    222 cm²) above ``neck`` slices of a neck (a 52 mm cylinder, 85 cm²) and 90 slices of trunk
+    (an elliptic section of ``half_axes`` cells), on a grid ``width`` cells wide along i: an
+    arch-to-vertex-like scan over 500 mm tall."""
     from tests.test_robustness import phantom_hu
 
     head, affine = phantom_hu(1)
-    i, j = np.meshgrid(np.arange(48) - 24.0, np.arange(52) - 26.0, indexing="ij")
-    a, b = half_axes
-    section = np.where((i / a) ** 2 + (j / b) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
-    trunk = np.repeat(section[:, :, None], 90, axis=2)
-    trunk[20:28, 30:36, :] = 700.0  # a spine
-    return np.concatenate([head, trunk], axis=2), affine, (4.0, 4.0, 4.0)
+    pad = (width - head.shape[0]) // 2
+    head = np.pad(head, ((pad, width - head.shape[0] - pad), (0, 0), (0, 0)), constant_values=-1000)
+    i, j = np.meshgrid(np.arange(width) - width / 2, np.arange(52) - 26.0, indexing="ij")
+
+    def ellipse(a: float, b: float, n: int) -> np.ndarray:
+        section = np.where((i / a) ** 2 + (j / b) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
+        return np.repeat(section[:, :, None], n, axis=2)
+
+    trunk = ellipse(*half_axes, 90)
+    trunk[width // 2 - 4 : width // 2 + 4, 30:36, :] = 700.0  # a spine
+    return np.concatenate([head, ellipse(6.5, 6.5, neck), trunk], axis=2), affine, (4.0, 4.0, 4.0)
 
 
-def test_a_tall_scan_gets_the_same_mask_in_the_slab_and_none_below(tmp_path):
+@pytest.mark.parametrize(
+    ("half_axes", "width", "neck", "end"),
+    [((23.0, 20.0), 48, 0, SlabEnd.SLAB), ((34.0, 22.0), 72, 15, SlabEnd.SHOULDERS)],
+    ids=["narrow trunk", "shoulders"],
+)
+def test_a_tall_scan_gets_the_same_mask_in_the_slab_and_none_below(
+    tmp_path, half_axes, width, neck, end
+):
+    """The slab ends 320 mm below the top of the body, or above the first slice wider than
+    1.5 x the head. Within the slab's body grown by the network's margin the mask is the one
+    segmented over the whole field of view (which also runs the network on what lies within
+    that margin of the shoulders); beyond the margin below the slab, nothing."""
     from ctadeface.segment import FaceSegmenter
     from ctadeface.segment.models import resolve_model
 
-    hu, affine, spacing = _tall_scan()
+    hu, affine, spacing = _tall_scan(half_axes, width, neck)
+    bottom, slab = _slab_of(hu, affine, spacing)
+    assert slab.end == end
+    body = hu > -500
+    top = int(np.flatnonzero(body.any(axis=(0, 1)))[0])  # k grows to the feet
+    if end == SlabEnd.SLAB:
+        assert bottom == top + int(HEAD_SLAB_MM // 4.0) + 1
+    else:
+        assert bottom == hu.shape[2] - 90  # the trunk's first slice
     spec = resolve_model(str(TINY_MODEL / "Dataset900_TinyFace"), tmp_path / "cache")
     segmenter = FaceSegmenter(spec, device="cpu", precision="fp32")
     everywhere = segmenter.predict(hu, spacing)  # no affine: no slab
-    slab = segmenter.predict(hu, spacing, affine=affine)
-    top = int(np.flatnonzero((hu > -500).any(axis=(0, 1)))[0])  # k grows to the feet
-    bottom = top + int(HEAD_SLAB_MM // 4.0)
-    assert everywhere[:, :, :bottom].any()
-    assert np.array_equal(slab[:, :, :bottom], everywhere[:, :, :bottom])
-    reach = bottom + int(np.ceil(BOX_MARGIN_MM / 4.0)) + 2
-    assert not slab[:, :, reach:].any()
+    within = segmenter.predict(hu, spacing, affine=affine)
+    grow = int(np.ceil(BOX_MARGIN_MM / 4.0))
+    slab_body = body.copy()
+    slab_body[:, :, bottom:] = False
+    region = ndimage.maximum_filter(slab_body, size=2 * grow + 1)  # the margin, as a box
+    assert everywhere[region].any()
+    assert np.array_equal(within[region], everywhere[region])
+    assert not within[~region].any()
+    assert not within[:, :, bottom + grow + 1 :].any()
 
 
 def _slab_of(
@@ -148,12 +191,32 @@ HEADS = sorted((SHARED_DATA / "heads").glob("*.nii.gz")) if SHARED_DATA.is_dir()
 
 @pytest.mark.skipif(not HEADS, reason="no ../shared/data")
 @pytest.mark.parametrize("path", HEADS, ids=lambda p: p.name.split(".")[0])
-def test_the_shared_heads_lie_within_the_slab(path):
-    """The slab leaves every shared head whole, so its mask is what it was."""
+def test_the_shared_heads_keep_their_masks(path, tmp_path):
+    """Every shared head lies within the slab: the scan ends first, or (the Visible Human head,
+    224 mm down to its shoulders) the default model's post-processed mask over the whole field
+    of view is the slab's, to the voxel."""
+    from ctadeface.deface import postprocess
     from ctadeface.io import load_ct
+    from ctadeface.segment import FaceSegmenter
+    from ctadeface.segment.models import resolve_model
 
     image = load_ct(path)
-    assert _slab_of(image.hu(), image.affine, image.spacing)[1].end == SlabEnd.SCAN
+    hu = image.hu()
+    end = _slab_of(hu, image.affine, image.spacing)[1].end
+    assert end in (SlabEnd.SCAN, SlabEnd.SHOULDERS)
+    if end == SlabEnd.SCAN:
+        return
+    segmenter = FaceSegmenter(resolve_model("open", tmp_path / "cache"), device="cpu")
+    masks = [
+        postprocess(
+            segmenter.predict(hu, image.spacing, affine=image.affine, slab=slab),
+            hu,
+            image.spacing,
+        )
+        for slab in (False, True)
+    ]
+    assert masks[0].any()
+    np.testing.assert_array_equal(masks[1], masks[0])
 
 
 OPENKBP = sorted((SHARED_DATA / "openkbp").glob("*.nii.gz")) if SHARED_DATA.is_dir() else []
