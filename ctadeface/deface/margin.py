@@ -116,21 +116,19 @@ def with_margin(
         # NIfTI data are Fortran-ordered: work on the transposed (C-ordered) views, so that
         # every array made here shares one memory order with the inputs
         return with_margin(mask.T, body.T, tuple(spacing)[::-1], params).T
-    if params.margin_mm <= 0 or not (mask & body).any():
+    if params.margin_mm <= 0:
         return mask.copy()
     strides = params.strides(spacing)
     coarse = strides != [1, 1, 1]
     cell = [st * float(s) for st, s in zip(strides, spacing, strict=True)]
-
-    def fine(cells: np.ndarray) -> np.ndarray:
-        return _unpool(cells, strides, mask.shape) if coarse else cells
-
+    marked = _marked_cells(mask, body, strides) if coarse else mask & body
+    if not marked.any():
+        return mask.copy()
     b = _pool(body, strides, "most") if coarse else body
     patient = _patient(b, cell, params.thin_mm)
     outside = _outside(patient)
     if not patient.any() or not outside.any():
         return mask.copy()
-    marked = _pool(mask & body, strides, "any") if coarse else mask & body
     t = marked & patient
     # a skin cell less than half body is not patient, yet its tissue bounds the margin's least
     # thickness (floor_mm); the nominal margin runs from the patient's tissue cells only, so
@@ -145,12 +143,34 @@ def with_margin(
     near = outside & (d_patient <= params.margin_mm + attach)
     near &= ndimage.binary_dilation(marked)
     near |= outside & (d_patient <= params.margin_mm)
-    kept = ~fine(outside)  # in place from here: box-sized arrays are the memory peak
-    kept &= body
-    kept |= fine(near)
-    kept &= mask
     if d_tissue is None:
+        grown = np.zeros_like(outside)
+    else:
+        grown = _grown(params, spacing, cell, outside, nearest, d_tissue, d_floor)
+    del d_patient, d_tissue, d_floor, nearest
+    if not coarse:
+        kept = ~outside
+        kept &= body
+        kept |= near
+        kept &= mask
+        kept |= grown
         return kept
+    edge = t & ndimage.binary_dilation(grown)
+    return _compose(mask, body, outside, near, grown, edge, strides)
+
+
+def _grown(
+    params: MarginParams,
+    spacing: Sequence[float],
+    cell: Sequence[float],
+    outside: np.ndarray,
+    nearest: np.ndarray,
+    d_tissue: np.ndarray,
+    d_floor: np.ndarray | None,
+) -> np.ndarray:
+    """The margin on cells: outside cells within reach of the patient's tissue (or within the
+    floor of any tissue cell) whose nearest patient cell is tissue, or lies within the slack
+    (or half a cell) of it."""
     grown = d_tissue <= params.reach_mm(spacing)
     if d_floor is not None:
         grown |= d_floor <= params.floor_mm(spacing)
@@ -159,13 +179,55 @@ def with_margin(
     where = np.nonzero(grown)
     at_patient = tuple(nearest[(axis, *where)] for axis in range(3))
     grown[where] = d_tissue[at_patient] <= max(params.slack_mm, 0.5 * max(cell))
-    del d_patient, d_tissue, d_floor, nearest
-    if not coarse:
-        return kept | grown
-    kept |= fine(grown)
-    edge = fine(t & ndimage.binary_dilation(grown))
-    edge &= ~body
-    kept |= edge
+    return grown
+
+
+#: Cell slices along the first axis composed at a time (bounds the voxel-sized temporaries).
+_CHUNK_CELLS = 8
+
+
+def _marked_cells(mask: np.ndarray, body: np.ndarray, strides: Sequence[int]) -> np.ndarray:
+    """Cells holding any voxel of ``mask`` and ``body`` (:func:`_pool`), a few cell slices at a
+    time so that ``mask & body`` is never made whole."""
+    rows = _CHUNK_CELLS * strides[0]
+    return np.concatenate(
+        [
+            _pool(mask[start : start + rows] & body[start : start + rows], strides, "any")
+            for start in range(0, mask.shape[0], rows)
+        ]
+    )
+
+
+def _compose(
+    mask: np.ndarray,
+    body: np.ndarray,
+    outside: np.ndarray,
+    near: np.ndarray,
+    grown: np.ndarray,
+    edge: np.ndarray,
+    strides: Sequence[int],
+) -> np.ndarray:
+    """The voxels' mask from the cells': what the network marked on the patient (not outside)
+    that is body, or near the patient; all of the margin (``grown``); and the air voxels of the
+    tissue's cells that touch it (``edge``). Unpooled a few cell slices at a time, so that the
+    only voxel-sized array made is the result."""
+    kept = np.empty(mask.shape, bool)
+    patient = ~outside
+    for c0 in range(0, outside.shape[0], _CHUNK_CELLS):
+        cells = slice(c0, c0 + _CHUNK_CELLS)
+        voxels = slice(c0 * strides[0], (c0 + _CHUNK_CELLS) * strides[0])
+        shape = kept[voxels].shape
+
+        def fine(a: np.ndarray, cells: slice = cells, shape: tuple[int, ...] = shape) -> np.ndarray:
+            return _unpool(a[cells], strides, shape)
+
+        part = fine(patient)
+        part &= body[voxels]
+        part |= fine(near)
+        part &= mask[voxels]
+        part |= fine(grown)
+        part |= fine(edge) & ~body[voxels]
+        kept[voxels] = part
     return kept
 
 
