@@ -148,14 +148,7 @@ def with_margin(
     else:
         grown = _grown(params, spacing, cell, outside, nearest, d_tissue, d_floor)
     del d_patient, d_tissue, d_floor, nearest
-    if not coarse:
-        kept = ~outside
-        kept &= body
-        kept |= near
-        kept &= mask
-        kept |= grown
-        return kept
-    edge = t & ndimage.binary_dilation(grown)
+    edge = t & ndimage.binary_dilation(grown) if coarse else None  # exact tissue is all body
     return _compose(mask, body, outside, near, grown, edge, strides)
 
 
@@ -204,30 +197,32 @@ def _compose(
     outside: np.ndarray,
     near: np.ndarray,
     grown: np.ndarray,
-    edge: np.ndarray,
+    edge: np.ndarray | None,
     strides: Sequence[int],
 ) -> np.ndarray:
     """The voxels' mask from the cells': what the network marked on the patient (not outside)
     that is body, or near the patient; all of the margin (``grown``); and the air voxels of the
-    tissue's cells that touch it (``edge``). Unpooled a few cell slices at a time, so that the
-    only voxel-sized array made is the result."""
+    tissue's cells that touch it (``edge``, None on one-voxel cells). Unpooled a few cell
+    slices at a time, so that the only voxel-sized array made is the result."""
     kept = np.empty(mask.shape, bool)
     patient = ~outside
     for c0 in range(0, outside.shape[0], _CHUNK_CELLS):
         cells = slice(c0, c0 + _CHUNK_CELLS)
         voxels = slice(c0 * strides[0], (c0 + _CHUNK_CELLS) * strides[0])
-        shape = kept[voxels].shape
+        part = kept[voxels]  # a view: composed in place
 
-        def fine(a: np.ndarray, cells: slice = cells, shape: tuple[int, ...] = shape) -> np.ndarray:
+        def fine(
+            a: np.ndarray, cells: slice = cells, shape: tuple[int, ...] = part.shape
+        ) -> np.ndarray:
             return _unpool(a[cells], strides, shape)
 
-        part = fine(patient)
+        np.copyto(part, fine(patient))
         part &= body[voxels]
         part |= fine(near)
         part &= mask[voxels]
         part |= fine(grown)
-        part |= fine(edge) & ~body[voxels]
-        kept[voxels] = part
+        if edge is not None:
+            part |= fine(edge) & ~body[voxels]
     return kept
 
 

@@ -88,12 +88,13 @@ def postprocess(
     boxes = part_boxes(mask, pad, strides)
     split = len(boxes) > 1
     body = body_cells(hu, spacing, params.air_hu) if params.body_reach_mm > 0 or split else None
+    near = _near_cells(body, spacing, params.body_reach_mm) if params.body_reach_mm > 0 else None
     for box in boxes:  # disjoint: each reads only its own part of ``mask``
         if split and params.margin is not None and not _holds(body, box):
             # no cell of the patient within the margin's reach: neither its tissue nor margin
             out[box] = False
             continue
-        out[box] = _process_box(mask[box], hu, spacing, box, params, body)
+        out[box] = _process_box(mask[box], hu, spacing, box, params, near)
     if params.skull is not None:
         inside = intracranial(hu, spacing, params.skull)
         if inside is not None:
@@ -179,15 +180,15 @@ def _process_box(
     spacing: tuple[float, float, float],
     box: Box,
     params: PostProcess,
-    body: tuple[np.ndarray, list[int]] | None,
+    near: tuple[np.ndarray, list[int]] | None,
 ) -> np.ndarray:
     """The post-processed mask on ``box`` (``mask`` is the network's there), but for the skull:
-    the mask's tissue that is not bone and lies within reach of the patient (``body``: its
-    cells), with the air margin."""
+    the mask's tissue that is not bone and lies within reach of the patient (``near``: the
+    cells within reach, :func:`_near_cells`; None keeps all), with the air margin."""
     air, keep = _classify(hu, box, params)
     kept = np.logical_and(mask, keep, out=np.empty_like(keep))  # keep's memory order
-    if params.body_reach_mm > 0:
-        kept &= _near_body(body, spacing, box, params)
+    if near is not None:
+        kept &= _on_cells(near, box)
     if params.margin is None:
         return kept
     patient = np.logical_not(air, out=air)
@@ -234,23 +235,25 @@ def _classify(
     return air, keep
 
 
-def _near_body(
-    found: tuple[np.ndarray, list[int]] | None,
-    spacing: tuple[float, float, float],
-    box: Box,
-    params: PostProcess,
-) -> np.ndarray:
-    """Voxels of ``box`` within ``params.body_reach_mm`` of the patient's body cells
-    (``found``, as :func:`ctadeface.body.body_cells` gives them; a voxel takes the distance of
-    its nearest cell)."""
-    if found is None:
-        return np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
-    cells, steps = found
+def _near_cells(
+    body: tuple[np.ndarray, list[int]] | None, spacing: tuple[float, float, float], reach_mm: float
+) -> tuple[np.ndarray, list[int]]:
+    """The cells within ``reach_mm`` of the patient's body cells (``body``, as
+    :func:`ctadeface.body.body_cells` gives them; none without a body), and their steps."""
+    if body is None:
+        return np.zeros((1, 1, 1), dtype=bool), [1, 1, 1]
+    cells, steps = body
     sampling = [st * s for st, s in zip(steps, spacing, strict=True)]
-    distance = ndimage.distance_transform_edt(~cells, sampling=sampling)
+    return ndimage.distance_transform_edt(~cells, sampling=sampling) <= reach_mm, steps
+
+
+def _on_cells(near: tuple[np.ndarray, list[int]], box: Box) -> np.ndarray:
+    """``near`` (cells and their steps) on the voxels of ``box``: a voxel takes its nearest
+    cell's value; Fortran order."""
+    cells, steps = near
     index = [
         np.clip(np.floor(np.arange(b.start, b.stop) / st + 0.5).astype(int), 0, n - 1)
         for b, st, n in zip(box, steps, cells.shape, strict=True)
     ]
-    near = (distance <= params.body_reach_mm).T  # bool: 1 byte per voxel
-    return near[np.ix_(*index[::-1])].T  # gathered in reverse axis order: Fortran order
+    # gathered in reverse axis order: Fortran order, 1 byte per voxel
+    return cells.T[np.ix_(*index[::-1])].T
