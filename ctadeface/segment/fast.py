@@ -57,9 +57,9 @@ _TORCH_DTYPES = (np.int16, np.uint8, np.int8, np.int32, np.float32, np.float64)
 #: How the fast strategy describes itself in the provenance.
 DESCRIPTION = (
     "nnU-Net's resampling, tiles and weights, only the tiles reaching the body box "
-    f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm) of the head slab "
-    f"(from the top of the body down to the shoulders, at most {HEAD_SLAB_MM:.0f} mm; none "
-    "where the body begins in the trunk)"
+    f"(HU > {BODY_HU:.0f}, margin {BOX_MARGIN_MM:.0f} mm), cut {BOX_MARGIN_MM:.0f} mm below "
+    f"the head slab (from the top of the body down to the shoulders, at most "
+    f"{HEAD_SLAB_MM:.0f} mm; none where the body begins in the trunk)"
 )
 
 #: A logit that no interpolation with real logits (|x| < 100) can overturn, and finite, so that
@@ -131,15 +131,15 @@ class FastStrategy:
         up: Superior | None = None,
     ) -> np.ndarray:
         """The bool mask of ``kji`` (stored units; HU = stored * slope + inter), spacing in mm
-        per axis (k, j, i): nnU-Net's sliding window restricted to the tiles that reach the body
-        (with ``up``, the patient's superior direction: the body of the head slab,
-        :mod:`ctadeface.segment.localise`).
+        per axis (k, j, i): nnU-Net's sliding window restricted to the tiles that reach the
+        body's box (with ``up``, the patient's superior direction: the box ends, along it,
+        ``BOX_MARGIN_MM`` below the head slab, :mod:`ctadeface.segment.localise`).
 
         The model grid, the tile positions, the Gaussian weighting and its half-precision
         accumulation are nnU-Net's for the whole field of view. Only tiles holding body (grown
-        by ``BOX_MARGIN_MM``) run; every tile covering such a voxel does, so there the logits are
-        those of the whole-image run (given the same resampled input). Elsewhere the mask is
-        background.
+        by ``BOX_MARGIN_MM``) within the box run; every tile covering such a voxel does, so
+        there the logits are those of the whole-image run (given the same resampled input), and
+        within the box the mask is the whole-image run's. Elsewhere it is background.
         """
         config = self.network.config
         patch = [int(p) for p in config.patch_size]
@@ -149,13 +149,14 @@ class FastStrategy:
         cells = body_cells(kji, spacing, threshold)
         if cells is None:
             return mask
+        box = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=cells)
         if up is not None:
             kept, slab = head_slab(cells[0], cells[1], spacing, up)
             if slab.end == SlabEnd.TRUNK:
                 log.info("the body begins in the trunk (no head at its top): nothing to segment")
                 return mask
-            cells = (kept, cells[1])
-        box = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=cells)
+            if kept is not cells[0]:
+                box = _slab_box(box, kji, spacing, threshold, (kept, cells[1]), up.axis)
         if box is None:
             return mask
         target = [float(t) for t in config.spacing]
@@ -166,6 +167,9 @@ class FastStrategy:
             resampling.source_window(n_low, n, (b.start, b.stop), order=order)
             for n_low, n, b, order in zip(full, kji.shape, box, prob_orders, strict=True)
         ]
+        # the body region within the model-grid window the box needs: tiles that reach the
+        # body only beyond it (below the head slab) do not run
+        region = _within(region, needed)
         plan = plan_tiles(full, patch, needed, self.tile_step_size, region)
         volume = kji if kji.dtype.type in _TORCH_DTYPES and kji.dtype.isnative else None
         if volume is None:  # torch cannot index this dtype: a float32 copy
@@ -259,6 +263,31 @@ def _config_of(predictor: Any, configuration_name: str) -> ModelConfig:
         configuration_name,
         predictor.allowed_mirroring_axes or (),
     )
+
+
+def _slab_box(
+    box: resampling.Box | None,
+    kji: np.ndarray,
+    spacing: tuple[float, ...],
+    threshold: float,
+    slab_cells: tuple[np.ndarray, list[int]],
+    axis: int,
+) -> resampling.Box | None:
+    """The body ``box`` cut along the superior ``axis`` to the head slab's body cells
+    (``slab_cells``) grown by ``BOX_MARGIN_MM``; across it the box stays the whole body's, so
+    that within the cut box every voxel sees the whole field of view's body region."""
+    cut = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=slab_cells)
+    if box is None or cut is None:
+        return None
+    return tuple(cut[a] if a == axis else box[a] for a in range(3))  # type: ignore[return-value]
+
+
+def _within(region: np.ndarray, window: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``region`` (bool) with every voxel outside ``window`` (start, stop per axis) False."""
+    inside = np.zeros_like(region)
+    block = tuple(slice(a, b) for a, b in window)
+    inside[block] = region[block]
+    return inside
 
 
 def _clip_to_source_range(
