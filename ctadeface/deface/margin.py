@@ -39,8 +39,6 @@ from scipy import ndimage
 
 from ctadeface.body import largest_component
 
-_CUBE = np.ones((3, 3, 3), bool)  # the 26-neighbourhood
-
 
 @dataclass(frozen=True)
 class MarginParams:
@@ -133,7 +131,10 @@ def with_margin(
     # a skin cell less than half body is not patient, yet its tissue bounds the margin's least
     # thickness (floor_mm); the nominal margin runs from the patient's tissue cells only, so
     # that a shell the network marked beside the skin does not push it out
-    rim = marked & ~patient & ndimage.binary_dilation(patient, structure=_CUBE) if coarse else None
+    rim = None
+    if coarse:  # beside the patient: its 26-neighbourhood
+        cube = ndimage.generate_binary_structure(3, 3)
+        rim = marked & ~patient & ndimage.binary_dilation(patient, structure=cube)
     floor_from = t | rim if rim is not None and rim.any() else None
     d_patient, nearest, (d_tissue, d_floor) = _distances(patient, [t, floor_from], cell)
     # the network's mask off the patient stays within margin_mm of it; what it marked off the

@@ -116,7 +116,7 @@ def part_boxes(mask: np.ndarray, pad: list[int], strides: list[int]) -> list[Box
     pooled = mask[whole]
     for axis, (b, c) in enumerate(zip(whole, cell, strict=True)):
         pooled = np.logical_or.reduceat(pooled, np.arange(0, b.stop - b.start, c), axis=axis)
-    labels, n = ndimage.label(pooled, structure=np.ones((3, 3, 3), bool))
+    labels, n = ndimage.label(pooled, structure=ndimage.generate_binary_structure(3, 3))
     parts: list[Box] = [whole]
     if n > 1:
         parts = []
@@ -187,8 +187,9 @@ def _process_box(
     cells within reach, :func:`_near_cells`; None keeps all), with the air margin."""
     air, keep = _classify(hu, box, params)
     kept = np.logical_and(mask, keep, out=np.empty_like(keep))  # keep's memory order
-    if near is not None:
-        kept &= _on_cells(near, box)
+    within = _on_cells(near, box) if near is not None else None
+    if within is not None:
+        kept &= within
     if params.margin is None:
         return kept
     patient = np.logical_not(air, out=air)
@@ -247,13 +248,20 @@ def _near_cells(
     return ndimage.distance_transform_edt(~cells, sampling=sampling) <= reach_mm, steps
 
 
-def _on_cells(near: tuple[np.ndarray, list[int]], box: Box) -> np.ndarray:
+def _on_cells(near: tuple[np.ndarray, list[int]], box: Box) -> np.ndarray | None:
     """``near`` (cells and their steps) on the voxels of ``box``: a voxel takes its nearest
-    cell's value; Fortran order."""
+    cell's value; Fortran order. None when every cell the box takes is True."""
     cells, steps = near
     index = [
         np.clip(np.floor(np.arange(b.start, b.stop) / st + 0.5).astype(int), 0, n - 1)
         for b, st, n in zip(box, steps, cells.shape, strict=True)
     ]
-    # gathered in reverse axis order: Fortran order, 1 byte per voxel
-    return cells.T[np.ix_(*index[::-1])].T
+    block = cells[tuple(slice(i[0], i[-1] + 1) for i in index)]
+    if block.all():
+        return None
+    # each cell repeated over its voxels (the indices are non-decreasing), in reverse axis
+    # order and the outermost axis last: Fortran order, whole rows copied
+    out = block.T
+    for axis, i in zip((2, 1, 0), index, strict=True):
+        out = np.repeat(out, np.bincount(i - i[0]), axis=axis)
+    return out.T
