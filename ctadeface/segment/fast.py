@@ -129,6 +129,7 @@ class FastStrategy:
         inter: float,
         *,
         up: Superior | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The bool mask of ``kji`` (stored units; HU = stored * slope + inter), spacing in mm
         per axis (k, j, i): nnU-Net's sliding window restricted to the tiles that reach the
@@ -139,13 +140,14 @@ class FastStrategy:
         accumulation are nnU-Net's for the whole field of view. Only tiles holding body (grown
         by ``BOX_MARGIN_MM``) within the box run; every tile covering such a voxel does, so
         there the logits are those of the whole-image run (given the same resampled input), and
-        within the box the mask is the whole-image run's. Elsewhere it is background.
+        within the box the mask is the whole-image run's. Elsewhere it is background. ``out``:
+        an all-False bool array of ``kji``'s shape (any strides) to write the mask into.
         """
         config = self.network.config
         patch = [int(p) for p in config.patch_size]
         full = resampling.target_shape(kji.shape, spacing, [float(t) for t in config.spacing])
         threshold = (BODY_HU - inter) / slope if slope > 0 else -np.inf
-        mask = np.zeros(kji.shape, dtype=bool)
+        mask = np.zeros(kji.shape, dtype=bool) if out is None else out
         cells = body_cells(kji, spacing, threshold)
         if cells is None:
             return mask
@@ -302,7 +304,7 @@ def _clip_to_source_range(
     image, or per slice along a separately resampled ``axis`` (as nnU-Net's 2D resizes);
     ``source`` runs backwards along ``flips`` (as for :func:`resampling.resample`)."""
     if axis is None:
-        bounds = transform(torch.stack([source.min(), source.max()]))
+        bounds = transform(torch.stack(torch.aminmax(source)))
         low.clamp_(float(bounds[0]), float(bounds[1]))
         return
     others = tuple(a for a in range(3) if a != axis)

@@ -4,8 +4,9 @@ A model trained by ``ctadeface.train --orientation`` declares the orientation of
 was trained on (our ``open`` model: ``RAS``, array axis i runs towards the subject's Right, j
 Anterior, k Superior, as nibabel's ``as_closest_canonical`` gives). Scans are brought to it by
 axis permutation and flips only (no resampling; the nearest orientation to an oblique affine),
-segmented, and the mask is brought back to the stored order. Published nnU-Net models declare
-none and get the stored order, as nnU-Net's NIfTI readers give it.
+as views, and segmented; the mask is written through the same view of a stored-order array.
+Published nnU-Net models declare none and get the stored order, as nnU-Net's NIfTI readers
+give it.
 
 An ``Orientation`` holds nibabel's orientation array: for each stored axis, the model axis it
 becomes and whether it is flipped.
@@ -77,14 +78,3 @@ class Orientation:
         if self.identity:
             return array
         return orientations.apply_orientation(array, self.ornt)
-
-    def backward(self, array: np.ndarray, like: np.ndarray) -> np.ndarray:
-        """``array`` (model orientation) back in stored order, with the memory order of
-        ``like`` (the stored array)."""
-        if self.identity:
-            return array
-        inverse = orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], self.ornt)
-        back = orientations.apply_orientation(array, inverse)
-        if like.flags.f_contiguous and not like.flags.c_contiguous:
-            return np.asfortranarray(back)
-        return np.ascontiguousarray(back)

@@ -74,7 +74,12 @@ class Strategy(Protocol):
         inter: float,
         *,
         up: Superior | None = None,
-    ) -> np.ndarray: ...
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The bool mask of ``kji``; ``out``, an all-False bool array of its shape (any strides,
+        e.g. a view of the stored mask turned to the model's orientation), receives it and is
+        returned."""
+        ...
 
 
 def choose_device(device: str) -> torch.device:
@@ -282,20 +287,23 @@ class FaceSegmenter:
         ``slope`` + ``inter``; pass HU with the defaults). ``spacing``: mm per array axis (i, j,
         k). ``affine``: voxel -> world RAS+ mm; required by a model that declares an input
         orientation (``ModelSpec.orientation``): the array is turned to it (axis permutation and
-        flips, a copy), segmented, and the mask turned back. Returns a bool array of the same
-        shape, True = face (any non-background label); it has the memory order of ``volume``
-        (Fortran for a NIfTI loaded by nibabel). ``slab``: with the affine, only the head slab is
-        segmented (:mod:`ctadeface.segment.localise`); False: the whole field of view (to
-        compare).
+        flips, a view) and segmented into the mask turned the same way (a view). Returns a bool
+        array of the same shape, True = face (any non-background label); it has the memory order
+        of ``volume`` (Fortran for a NIfTI loaded by nibabel). ``slab``: with the affine, only
+        the head slab is segmented (:mod:`ctadeface.segment.localise`); False: the whole field
+        of view (to compare).
         """
         if volume.ndim != 3:
             raise ValueError(f"expected a 3D image, got shape {volume.shape}")
         if len(spacing) != 3 or min(spacing) <= 0:
             raise ValueError(f"expected three positive spacings (mm), got {spacing}")
         codes = self.model.orientation
+        fortran = volume.flags.f_contiguous and not volume.flags.c_contiguous
+        mask = np.zeros(volume.shape, dtype=bool, order="F" if fortran else "C")
         if codes is None:
             up = superior_of(affine) if affine is not None and slab else None
-            return self._predict_stored(volume, spacing, slope, inter, up)
+            self._predict_stored(volume, spacing, slope, inter, up, out=mask)
+            return mask
         if affine is None:
             raise UsageError(
                 f"model {self.model.name} segments arrays in {codes} orientation: "
@@ -303,8 +311,11 @@ class FaceSegmenter:
             )
         turn = Orientation.of(affine, codes)
         up = superior_of_codes(codes) if slab else None
-        mask = self._predict_stored(turn.forward(volume), turn.spacing(spacing), slope, inter, up)
-        return turn.backward(mask, volume)
+        turned = turn.forward(mask)  # a view: the mask is written in the stored order
+        self._predict_stored(
+            turn.forward(volume), turn.spacing(spacing), slope, inter, up, out=turned
+        )
+        return mask
 
     def _predict_stored(
         self,
@@ -313,15 +324,17 @@ class FaceSegmenter:
         slope: float,
         inter: float,
         up: Superior | None = None,
-    ) -> np.ndarray:
+        *,
+        out: np.ndarray,
+    ) -> None:
         """The mask of ``volume`` fed to the network in its own array order (``up``: the
-        patient's superior direction in it, for the head slab)."""
+        patient's superior direction in it, for the head slab), written into ``out`` (all
+        False, ``volume``'s shape)."""
         self._check_resampled_size(volume.shape, spacing)
         kji = np.asarray(volume).T  # nnU-Net's axis order (a view)
         kji_spacing = tuple(abs(float(s)) for s in spacing[::-1])
         with torch.inference_mode():
-            mask_kji = self.strategy.segment(kji, kji_spacing, slope, inter, up=up)
-        return mask_kji.T
+            self.strategy.segment(kji, kji_spacing, slope, inter, up=up, out=out.T)
 
     def _check_resampled_size(
         self, shape: tuple[int, ...], spacing: tuple[float, float, float]
