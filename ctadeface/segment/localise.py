@@ -3,8 +3,9 @@
 The face mask (``docs/mask-definition.md``) reaches from the forehead down to the upper neck
 (chin, hyoid). Measured from the top of the body, that is less than :data:`HEAD_SLAB_MM`: an
 adult's vertex-to-menton height is 21-26 cm and the hyoid lies 3-5 cm below the menton. So the
-fast strategy runs the network only on body within the slab; below it (the lower neck,
-shoulders, chest of an arch-to-vertex CTA) the mask is background. The slab ends sooner where
+fast strategy runs the network only on the slab and its body margin
+(``ctadeface.segment.fast``); below them (the lower neck, shoulders, chest of an
+arch-to-vertex CTA) the mask is background. The slab ends sooner where
 the body first widens beyond :data:`SHOULDER_RATIO` times the head's largest cross-section
 (the base of the neck, the shoulders: well below the hyoid), as long as that lies below the
 head (:data:`HEAD_MM`). A body whose top is already
