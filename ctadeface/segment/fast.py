@@ -281,7 +281,8 @@ def _slab_box(
     cut = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=slab_cells)
     if box is None or cut is None:
         return None
-    return tuple(cut[a] if a == axis else box[a] for a in range(3))  # type: ignore[return-value]
+    along = [cut[a] if a == axis else box[a] for a in range(3)]
+    return (along[0], along[1], along[2])
 
 
 def _within(region: np.ndarray, window: Sequence[tuple[int, int]]) -> np.ndarray:
