@@ -89,15 +89,13 @@ class ExactStrategy:
         inter: float,
         *,
         up: Superior | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
+        out: np.ndarray,
+    ) -> None:
         """The bool mask of ``kji`` (stored units; HU = stored * slope + inter), spacing in mm
-        per axis (k, j, i), over the whole field of view as nnU-Net does (``up`` is not used);
-        written into ``out`` when given (``kji``'s shape) and returned."""
+        per axis (k, j, i), over the whole field of view as nnU-Net does (``up`` is not used),
+        written into ``out`` (``kji``'s shape)."""
         image = (np.asarray(kji, dtype=np.float32) * np.float32(slope) + np.float32(inter))[None]
         properties = {"spacing": list(spacing)}
         with quiet("predict"):
             labels = self._predictor.predict_single_npy_array(image, properties, None, None, False)
-        if out is None:
-            return np.asarray(labels) != 0
-        return np.not_equal(labels, 0, out=out)
+        np.not_equal(labels, 0, out=out)

@@ -119,7 +119,8 @@ class FastStrategy:
         radius = sum(((idx[a] - n / 2) / (0.35 * n)) ** 2 for a, n in enumerate(shape))
         head = np.where(radius < 1.0, 40, -1000).astype(np.int16)
         with torch.inference_mode():
-            self.segment(head, tuple(0.8 * float(t) for t in config.spacing), 1.0, 0.0)
+            spacing = tuple(0.8 * float(t) for t in config.spacing)
+            self.segment(head, spacing, 1.0, 0.0, out=np.zeros(head.shape, dtype=bool))
 
     def segment(
         self,
@@ -129,8 +130,8 @@ class FastStrategy:
         inter: float,
         *,
         up: Superior | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
+        out: np.ndarray,
+    ) -> None:
         """The bool mask of ``kji`` (stored units; HU = stored * slope + inter), spacing in mm
         per axis (k, j, i): nnU-Net's sliding window restricted to the tiles that reach the
         body's box (with ``up``, the patient's superior direction: the box ends, along it,
@@ -140,27 +141,26 @@ class FastStrategy:
         accumulation are nnU-Net's for the whole field of view. Only tiles holding body (grown
         by ``BOX_MARGIN_MM``) within the box run; every tile covering such a voxel does, so
         there the logits are those of the whole-image run (given the same resampled input), and
-        within the box the mask is the whole-image run's. Elsewhere it is background. ``out``:
-        an all-False bool array of ``kji``'s shape (any strides) to write the mask into.
+        within the box the mask is the whole-image run's. Elsewhere it is background. The mask
+        is written into ``out``, an all-False bool array of ``kji``'s shape (any strides).
         """
         config = self.network.config
         patch = [int(p) for p in config.patch_size]
         full = resampling.target_shape(kji.shape, spacing, [float(t) for t in config.spacing])
         threshold = (BODY_HU - inter) / slope if slope > 0 else -np.inf
-        mask = np.zeros(kji.shape, dtype=bool) if out is None else out
         cells = body_cells(kji, spacing, threshold)
         if cells is None:
-            return mask
+            return
         box = resampling.body_box(kji, spacing, threshold, margin_mm=BOX_MARGIN_MM, cells=cells)
         if up is not None:
             kept, slab = head_slab(cells[0], cells[1], spacing, up)
             if slab.end == SlabEnd.TRUNK:
                 log.info("the body begins in the trunk (no head at its top): nothing to segment")
-                return mask
+                return
             if kept is not cells[0]:
                 box = _slab_box(box, kji, spacing, threshold, (kept, cells[1]), up.axis)
         if box is None:
-            return mask
+            return
         target = [float(t) for t in config.spacing]
         region = resampling.body_on_grid(cells, kji.shape, full, target, BOX_MARGIN_MM)
         data_orders, data_axis = interpolation_orders(config.resampling_data[1], spacing, target)
@@ -216,8 +216,7 @@ class FastStrategy:
                 full, kji.shape, box, needed, prob_orders, strict=True
             )
         ]
-        resampling.resample_decide(logits, upsample, decide, out=mask[box])
-        return mask
+        resampling.resample_decide(logits, upsample, decide, out=out[box])
 
     def _transform(self, slope: float, inter: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """Stored values -> float32 HU -> the model's normalisation (elementwise)."""

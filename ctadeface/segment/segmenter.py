@@ -74,11 +74,10 @@ class Strategy(Protocol):
         inter: float,
         *,
         up: Superior | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """The bool mask of ``kji``; ``out``, an all-False bool array of its shape (any strides,
-        e.g. a view of the stored mask turned to the model's orientation), receives it and is
-        returned."""
+        out: np.ndarray,
+    ) -> None:
+        """The bool mask of ``kji``, written into ``out``: an all-False bool array of its shape
+        (any strides, e.g. a view of the stored mask turned to the model's orientation)."""
         ...
 
 
