@@ -206,24 +206,18 @@ def _compose(
     tissue's cells that touch it (``edge``, None on one-voxel cells). Unpooled a few cell
     slices at a time, so that the only voxel-sized array made is the result."""
     kept = np.empty(mask.shape, bool)
-    patient = ~outside
+    inside = ~outside
     for c0 in range(0, outside.shape[0], _CHUNK_CELLS):
         cells = slice(c0, c0 + _CHUNK_CELLS)
         voxels = slice(c0 * strides[0], (c0 + _CHUNK_CELLS) * strides[0])
         part = kept[voxels]  # a view: composed in place
-
-        def fine(
-            a: np.ndarray, cells: slice = cells, shape: tuple[int, ...] = part.shape
-        ) -> np.ndarray:
-            return _unpool(a[cells], strides, shape)
-
-        np.copyto(part, fine(patient))
+        np.copyto(part, _unpool(inside[cells], strides, part.shape))
         part &= body[voxels]
-        part |= fine(near)
+        part |= _unpool(near[cells], strides, part.shape)
         part &= mask[voxels]
-        part |= fine(grown)
+        part |= _unpool(grown[cells], strides, part.shape)
         if edge is not None:
-            part |= fine(edge) & ~body[voxels]
+            part |= _unpool(edge[cells], strides, part.shape) & ~body[voxels]
     return kept
 
 
