@@ -194,10 +194,7 @@ def test_the_shared_heads_keep_their_masks(path, tmp_path):
     """Every shared head lies within the slab: the scan ends first, or (the Visible Human head,
     224 mm down to its shoulders) the default model's post-processed mask over the whole field
     of view is the slab's, to the voxel."""
-    from ctadeface.deface import postprocess
     from ctadeface.io import load_ct
-    from ctadeface.segment import FaceSegmenter
-    from ctadeface.segment.models import resolve_model
 
     image = load_ct(path)
     hu = image.hu()
@@ -205,8 +202,20 @@ def test_the_shared_heads_keep_their_masks(path, tmp_path):
     assert end in (SlabEnd.SCAN, SlabEnd.SHOULDERS)
     if end == SlabEnd.SCAN:
         return
+    masks = _post_processed_without_and_with_the_slab(image, hu, tmp_path)
+    assert masks[0].any()
+    np.testing.assert_array_equal(masks[1], masks[0])
+
+
+def _post_processed_without_and_with_the_slab(image, hu: np.ndarray, tmp_path) -> list[np.ndarray]:
+    """The default model's post-processed masks of ``image`` (``hu``: its HU) segmented over the
+    whole field of view, then within the head slab."""
+    from ctadeface.deface import postprocess
+    from ctadeface.segment import FaceSegmenter
+    from ctadeface.segment.models import resolve_model
+
     segmenter = FaceSegmenter(resolve_model("open", tmp_path / "cache"), device="cpu")
-    masks = [
+    return [
         postprocess(
             segmenter.predict(hu, image.spacing, affine=image.affine, slab=slab),
             hu,
@@ -214,8 +223,6 @@ def test_the_shared_heads_keep_their_masks(path, tmp_path):
         )
         for slab in (False, True)
     ]
-    assert masks[0].any()
-    np.testing.assert_array_equal(masks[1], masks[0])
 
 
 OPENKBP = sorted((SHARED_DATA / "openkbp").glob("*.nii.gz")) if SHARED_DATA.is_dir() else []
@@ -231,24 +238,13 @@ NEAR_THE_END = ["train_pt43", "train_pt147", "train_pt162"]
 def test_openkbp_cts_cut_at_the_shoulders_keep_their_masks_above_the_end(name, tmp_path):
     """Above the slab's end the default model's post-processed mask is the one over the whole
     field of view, to the voxel (``bench/results/localise.md`` does this for every shared CT)."""
-    from ctadeface.deface import postprocess
     from ctadeface.io import load_ct
-    from ctadeface.segment import FaceSegmenter
-    from ctadeface.segment.models import resolve_model
 
     image = load_ct(SHARED_DATA / "openkbp" / f"{name}.nii.gz")
     hu = image.hu()
     bottom, slab = _slab_of(hu, image.affine, image.spacing)
     assert slab.end == SlabEnd.SHOULDERS
-    segmenter = FaceSegmenter(resolve_model("open", tmp_path / "cache"), device="cpu")
-    masks = [
-        postprocess(
-            segmenter.predict(hu, image.spacing, affine=image.affine, slab=slab),
-            hu,
-            image.spacing,
-        )
-        for slab in (False, True)
-    ]
+    masks = _post_processed_without_and_with_the_slab(image, hu, tmp_path)
     above = _above(bottom, image.affine, hu.shape)
     assert masks[0][above].any()
     np.testing.assert_array_equal(masks[1][above], masks[0][above])
