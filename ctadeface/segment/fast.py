@@ -303,12 +303,15 @@ def _clip_to_source_range(
     """Clip resampled values in place to the range of the normalised source, over the whole
     image, or per slice along a separately resampled ``axis`` (as nnU-Net's 2D resizes);
     ``source`` runs backwards along ``flips`` (as for :func:`resampling.resample`)."""
+    # reduced in memory order: torch copies a permuted tensor before reducing it
+    order = sorted(range(3), key=lambda a: -source.stride()[a])
+    dense = source.permute(order)
     if axis is None:
-        bounds = transform(torch.stack(torch.aminmax(source)))
+        bounds = transform(torch.stack(torch.aminmax(dense)))
         low.clamp_(float(bounds[0]), float(bounds[1]))
         return
-    others = tuple(a for a in range(3) if a != axis)
-    lows, highs = source.amin(dim=others), source.amax(dim=others)
+    others = tuple(i for i, a in enumerate(order) if a != axis)
+    lows, highs = dense.amin(dim=others), dense.amax(dim=others)
     if axis in flips:
         lows, highs = lows.flip(0), highs.flip(0)
     lows = transform(lows)[maps[axis].index[:, 0]]
