@@ -291,14 +291,13 @@ def resample_decide(
     per voxel.
 
     ``decide`` maps a (C, n, B, C3) float block to a bool block (n, B, C3), e.g. ``argmax != 0``
-    over logits. Axes 2 and 1 are resampled on the whole low-resolution map, axis 0 in blocks of
-    about ``chunk_voxels`` output voxels, so memory stays near C * a * B * C3 floats.
+    over logits. Blocks of about ``chunk_voxels`` output voxels along axis 0 are made one at a
+    time, each from the rows of ``low`` its filter reads (axes 2 and 1 resampled on those rows
+    only), so memory stays near one block's C * n * B * C3 floats.
 
     Returns a bool array, one axis per map: ``out`` when given (e.g. a view into a larger
     mask), else a new C-ordered one.
     """
-    t = _apply_axis(low, 3, maps[2])
-    t = _apply_axis(t, 2, maps[1])
     first = maps[0]
     shape = (first.size, maps[1].size, maps[2].size)
     if out is None:
@@ -308,5 +307,9 @@ def resample_decide(
     step = max(1, chunk_voxels // max(1, maps[1].size * maps[2].size))
     for start in range(0, first.size, step):
         block = first.rows(start, start + step)
-        out[start : start + block.size] = decide(_apply_axis(t, 1, block)).cpu().numpy()
+        lo, hi = int(block.index.min()), int(block.index.max()) + 1
+        t = _apply_axis(low[:, lo:hi], 3, maps[2])
+        t = _apply_axis(t, 2, maps[1])
+        rows = AxisMap(block.index - lo, block.w, block.factor)
+        out[start : start + block.size] = decide(_apply_axis(t, 1, rows)).cpu().numpy()
     return out

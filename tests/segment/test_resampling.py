@@ -195,3 +195,14 @@ def test_body_on_grid_is_nearest_sampling_then_a_box_maximum_filter(
     np.testing.assert_array_equal(
         ours, _sampled_then_max_filter(found, source, shape, spacing, margin)
     )
+
+
+def test_resample_decide_is_the_same_whatever_the_block_size() -> None:
+    rng = np.random.default_rng(2)
+    low = torch.from_numpy(rng.normal(size=(2, 7, 6, 5)).astype(np.float32))
+    shape = (40, 19, 13)
+    maps = [resampling.axis_map(n, m) for n, m in zip(low.shape[1:], shape, strict=True)]
+    whole = resampling.resample_decide(low, maps, lambda b: b[1] > b[0], chunk_voxels=10**9)
+    for chunk in (1, 19 * 13 * 3, 19 * 13 * 7 + 5):
+        blocks = resampling.resample_decide(low, maps, lambda b: b[1] > b[0], chunk_voxels=chunk)
+        assert np.array_equal(blocks, whole)
