@@ -46,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from ctadeface import participant
+    from ctadeface.allocator import one_arena
     from ctadeface.cli import load_pipeline
     from ctadeface.discover import find_scans
     from ctadeface.io import load_ct
     from ctadeface.segment import torch_settings
     from ctadeface.settings import Settings
 
+    one_arena()  # as the command line does
     source = make_inputs(args.work)[args.input]
     bids = one_scan_dataset(source, args.work / "bids-memory", args.scans)
     out = args.work / "out-memory"
