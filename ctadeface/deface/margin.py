@@ -93,8 +93,11 @@ def with_margin(
     body: np.ndarray,
     spacing: Sequence[float],
     params: MarginParams = MarginParams(),
+    *,
+    in_place: bool = False,
 ) -> np.ndarray:
-    """``mask`` with the air margin in front of its tissue; a new bool array of the grid's shape.
+    """``mask`` with the air margin in front of its tissue; a new bool array of the grid's shape,
+    or ``mask`` itself overwritten when ``in_place``.
 
     ``mask``: the network's mask; ``body``: the non-air voxels (HU above the air threshold).
     The margin is the outside voxels within ``margin_mm`` of the mask's tissue on the patient
@@ -113,20 +116,20 @@ def with_margin(
     if body.flags.f_contiguous and not body.flags.c_contiguous:
         # NIfTI data are Fortran-ordered: work on the transposed (C-ordered) views, so that
         # every array made here shares one memory order with the inputs
-        return with_margin(mask.T, body.T, tuple(spacing)[::-1], params).T
+        return with_margin(mask.T, body.T, tuple(spacing)[::-1], params, in_place=in_place).T
     if params.margin_mm <= 0:
-        return mask.copy()
+        return mask if in_place else mask.copy()
     strides = params.strides(spacing)
     coarse = strides != [1, 1, 1]
     cell = [st * float(s) for st, s in zip(strides, spacing, strict=True)]
     marked = _marked_cells(mask, body, strides) if coarse else mask & body
     if not marked.any():
-        return mask.copy()
+        return mask if in_place else mask.copy()
     b = _pool(body, strides, "most") if coarse else body
     patient = _patient(b, cell, params.thin_mm)
     outside = _outside(patient)
     if not patient.any() or not outside.any():
-        return mask.copy()
+        return mask if in_place else mask.copy()
     t = marked & patient
     # a skin cell less than half body is not patient, yet its tissue bounds the margin's least
     # thickness (floor_mm); the nominal margin runs from the patient's tissue cells only, so
@@ -150,7 +153,8 @@ def with_margin(
         grown = _grown(params, spacing, cell, outside, nearest, d_tissue, d_floor)
     del d_patient, d_tissue, d_floor, nearest
     edge = t & ndimage.binary_dilation(grown) if coarse else None  # exact tissue is all body
-    return _compose(mask, body, outside, near, grown, edge, strides)
+    out = mask if in_place else np.empty(mask.shape, bool)
+    return _compose(mask, body, outside, near, grown, edge, strides, out=out)
 
 
 def _grown(
@@ -200,25 +204,27 @@ def _compose(
     grown: np.ndarray,
     edge: np.ndarray | None,
     strides: Sequence[int],
+    *,
+    out: np.ndarray,
 ) -> np.ndarray:
-    """The voxels' mask from the cells': what the network marked on the patient (not outside)
-    that is body, or near the patient; all of the margin (``grown``); and the air voxels of the
-    tissue's cells that touch it (``edge``, None on one-voxel cells). Unpooled a few cell
-    slices at a time, so that the only voxel-sized array made is the result."""
-    kept = np.empty(mask.shape, bool)
+    """The voxels' mask from the cells', written into ``out`` (which may be ``mask``): what the
+    network marked on the patient (not outside) that is body, or near the patient; all of the
+    margin (``grown``); and the air voxels of the tissue's cells that touch it (``edge``, None
+    on one-voxel cells). Composed a few cell slices at a time, each from the same slices of
+    ``mask`` and ``body``, so no voxel-sized array is made."""
     inside = ~outside
     for c0 in range(0, outside.shape[0], _CHUNK_CELLS):
         cells = slice(c0, c0 + _CHUNK_CELLS)
         voxels = slice(c0 * strides[0], (c0 + _CHUNK_CELLS) * strides[0])
-        part = kept[voxels]  # a view: composed in place
-        np.copyto(part, _unpool(inside[cells], strides, part.shape))
-        part &= body[voxels]
-        part |= _unpool(near[cells], strides, part.shape)
+        shape = mask[voxels].shape
+        part = _unpool(inside[cells], strides, shape) & body[voxels]
+        part |= _unpool(near[cells], strides, shape)
         part &= mask[voxels]
-        part |= _unpool(grown[cells], strides, part.shape)
+        part |= _unpool(grown[cells], strides, shape)
         if edge is not None:
-            part |= _unpool(edge[cells], strides, part.shape) & ~body[voxels]
-    return kept
+            part |= _unpool(edge[cells], strides, shape) & ~body[voxels]
+        out[voxels] = part
+    return out
 
 
 def _distances(
