@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -185,55 +184,71 @@ def _process_box(
     """The post-processed mask on ``box`` (``mask`` is the network's there), but for the skull:
     the mask's tissue that is not bone and lies within reach of the patient (``near``: the
     cells within reach, :func:`_near_cells`; None keeps all), with the air margin."""
-    air, keep = _classify(hu, box, params)
-    kept = np.logical_and(mask, keep, out=np.empty_like(keep))  # keep's memory order
-    within = _on_cells(near, box) if near is not None else None
-    if within is not None:
-        kept &= within
+    air, kept, keep = _classify(hu, mask, box, params, near)
     if params.margin is None:
         return kept
     patient = np.logical_not(air, out=air)
     del air
-    packed = _Packed(keep)  # an eighth of the memory while the margin's arrays exist
-    del keep
-    kept = with_margin(kept, patient, spacing, params.margin)
+    kept = with_margin(kept, patient, spacing, params.margin, in_place=True)
     del patient
-    kept &= packed.unpack()
+    keep.and_into(kept)
     return kept
 
 
-class _Packed:
-    """A bool array held as bits (8 voxels a byte), in its own memory order."""
+class _SlabBits:
+    """A bool array of Fortran order held as bits (8 voxels a byte), slab by slab along its
+    last axis."""
 
-    def __init__(self, a: np.ndarray) -> None:
-        self.shape, self.count = a.shape, a.size
-        self.order: Literal["C", "F"] = (
-            "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-        )
-        self.bits = np.packbits(a.ravel(order=self.order))
+    def __init__(self) -> None:
+        self.slabs: list[tuple[tuple[int, ...], np.ndarray]] = []
 
-    def unpack(self) -> np.ndarray:
-        flat = np.unpackbits(self.bits, count=self.count).view(bool)
-        return flat.reshape(self.shape, order=self.order)
+    def append(self, slab: np.ndarray) -> None:
+        """Add the next slab (3D, any memory order)."""
+        self.slabs.append((slab.shape, np.packbits(slab.ravel(order="F"))))
+
+    def and_into(self, out: np.ndarray) -> None:
+        """``out &= self``, one slab at a time (``out``: the whole array's shape)."""
+        start = 0
+        for shape, bits in self.slabs:
+            count = int(np.prod(shape))
+            slab = np.unpackbits(bits, count=count).view(bool).reshape(shape, order="F")
+            out[..., start : start + shape[2]] &= slab
+            start += shape[2]
+
+
+#: Slices along the last axis read and converted to HU at a time (bounds the float32 copies).
+_SLAB = 16
 
 
 def _classify(
-    hu: Volume, box: tuple[slice, ...], params: PostProcess
-) -> tuple[np.ndarray, np.ndarray]:
-    """(air, not bone) on ``box``: HU below ``air_hu``, and at most ``bone_hu``; read in slabs
-    so that no float32 copy of the whole box is made."""
+    hu: Volume,
+    mask: np.ndarray,
+    box: Box,
+    params: PostProcess,
+    near: tuple[np.ndarray, list[int]] | None,
+) -> tuple[np.ndarray, np.ndarray, _SlabBits]:
+    """On ``box``: the air (HU below ``air_hu``); the voxels of ``mask`` (the network's, on the
+    box) at most ``bone_hu`` and within reach of the patient (``near``, as for
+    :func:`_process_box`); and the voxels at most ``bone_hu``, as bits. Read a slab at a time,
+    so that no float32 copy of the whole box is made and only the first two are box-sized."""
     shape = tuple(b.stop - b.start for b in box)
     # Fortran order, as NIfTI data and the masks made from them: slabs along the last axis are
     # contiguous, and no later operation has to mix memory orders
-    air, keep = np.empty(shape, bool, order="F"), np.empty(shape, bool, order="F")
+    air, kept = np.empty(shape, bool, order="F"), np.empty(shape, bool, order="F")
+    keep = _SlabBits()
     last = box[2]
-    for start in range(last.start, last.stop, 16):
-        stop = min(last.stop, start + 16)
-        local = slice(start - last.start, stop - last.start)
-        values = np.asarray(hu[(box[0], box[1], slice(start, stop))])
+    for start in range(last.start, last.stop, _SLAB):
+        slab = (box[0], box[1], slice(start, min(last.stop, start + _SLAB)))
+        local = slice(start - last.start, slab[2].stop - last.start)
+        values = np.asarray(hu[slab])
         np.less(values, params.air_hu, out=air[..., local])
-        np.less_equal(values, params.bone_hu, out=keep[..., local])
-    return air, keep
+        not_bone = values <= params.bone_hu
+        keep.append(not_bone)
+        np.logical_and(mask[..., local], not_bone, out=kept[..., local])
+        within = _on_cells(near, slab) if near is not None else None
+        if within is not None:
+            kept[..., local] &= within
+    return air, kept, keep
 
 
 def _near_cells(
