@@ -157,3 +157,18 @@ def test_patient_opening_is_the_ball_of_the_euclidean_distances(spacing) -> None
         else:
             expected = body
         assert np.array_equal(_patient(body, spacing, thin_mm), expected)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_in_place_writes_the_same_margin_into_the_given_mask(order: str) -> None:
+    """On coarse cells (0.5 mm voxels, 2 mm cells) and in either memory order."""
+    spacing = (0.5, 0.5, 0.5)
+    body = np.asarray(_slab((48, 80, 44), skin=50), order=order)
+    tissue = np.zeros_like(body)
+    tissue[12:36, 30:50, 10:34] = True
+    expected = with_margin(tissue, body, spacing)
+    given = tissue.copy(order=order)
+    out = with_margin(given, body, spacing, in_place=True)
+    assert out is given or np.shares_memory(out, given)
+    assert np.array_equal(given, expected)
+    assert expected.sum() > tissue.sum()  # a margin was added
