@@ -78,7 +78,7 @@ def postprocess(
     if mask.shape != hu.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {hu.shape}")
     if not mask.any():
-        return mask if in_place else mask.copy()
+        return mask if in_place else mask.copy(order="K")
     reach, strides = 0.0, [1, 1, 1]
     if params.margin is not None:
         reach, strides = params.margin.reach_mm(spacing), params.margin.strides(spacing)
