@@ -19,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from ctadeface import __version__
+from ctadeface.allocator import release
 from ctadeface.body import bounding_box
 from ctadeface.deface import (
     Fill,
@@ -254,6 +255,7 @@ def deface_image(
         if verification.status != Status.DEFACED:
             status = verification.status
             _warn(source, verification)
+    release()  # what the stages freed leaves the process before the outputs and the next scan
     return Defacing(mask, defaced, fill, status, verification, figure)
 
 

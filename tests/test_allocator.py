@@ -60,3 +60,28 @@ def test_one_arena_is_a_no_op_off_linux(monkeypatch):
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.one_arena() is False
+
+
+_RELEASE = textwrap.dedent(
+    """
+    import ctypes
+    from ctadeface.allocator import one_arena, release
+    one_arena()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(1 << 16) for _ in range(2000)]  # 128 MiB in the heap, not mmapped
+    for block in blocks[:-1]:  # the last one pins the heap's top: only a trim frees the rest
+        libc.free(block)
+    print(release())
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_release_hands_freed_heap_memory_back():
+    done = subprocess.run(
+        [sys.executable, "-c", _RELEASE], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "True"
