@@ -484,7 +484,7 @@ def run_command(
     """Parse ``argv`` (default ``sys.argv[1:]``) with ``parse`` and run the command: logging set
     up and put back, SIGTERM unwound like Ctrl-C, every error one line and its exit code."""
     started = _dt.datetime.now(_dt.UTC)
-    one_arena()  # before any worker thread allocates: freed scans leave the process
+    one_arena()  # one heap for every thread, set before any worker allocates (allocator.py)
     words = list(sys.argv[1:] if argv is None else argv)
     verbose = sum(len(a) - 1 for a in words if re.fullmatch(r"-v+", a)) + words.count("--verbose")
     in_main_thread = threading.current_thread() is threading.main_thread()
