@@ -24,7 +24,9 @@ head of ../shared/data when present), alternating A/B/C within each repetition:
   with ``ctadeface.io``; the read+write time inside the process is reported apart.
 
 Then (a) on a dataset of ``--batch`` (3) links to the input in one process, with the
-verification off and on (per-scan times, whole-process wall time and peak RSS).
+verification off and on (per-scan times, whole-process wall time and peak RSS); ``--batch 0``
+skips these, ``--no-reference`` skips (b) (and the ratios and Dice against it), for a device
+whose time is short.
 
 Ratios: a/b = (a)'s scan time / (b)'s wall time (the reference has no model to keep loaded:
 it loads it for every scan); a/c = (a)'s scan time / (c)'s read+write time; both also for the
@@ -46,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Collection
 from pathlib import Path
 
 import nibabel as nib
@@ -96,29 +99,36 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
 
 
 def make_inputs(
-    work: Path, vhp: Path = VHP, shape: tuple[int, int, int] = (512, 512, 300)
+    work: Path,
+    vhp: Path = VHP,
+    shape: tuple[int, int, int] = (512, 512, 300),
+    only: Collection[str] | None = None,
 ) -> dict[str, Path]:
-    """The benchmark inputs as NIfTI files (the phantom is made once and cached in ``work``;
-    ``shape`` other than the default only for smoke runs of this script)."""
+    """The benchmark inputs as NIfTI files (the phantoms are made once and cached in ``work``;
+    ``shape`` other than the default only for smoke runs of this script); ``only``: the names
+    wanted (default all), the others neither made nor returned."""
     inputs: dict[str, Path] = {}
     phantom_path = work / f"cta_phantom_{'x'.join(map(str, shape))}.nii.gz"
-    if not phantom_path.exists():
+    default = shape == (512, 512, 300)
+    phantom_name = "cta-phantom" if default else f"smoke-{'x'.join(map(str, shape))}"
+    wanted = only is None or phantom_name in only
+    if wanted and not phantom_path.exists():
         from ctadeface.training.phantom import make_phantom
 
         phantom = make_phantom(
             7, shape=shape, spacing=(0.45, 0.45, 0.6), storages=("int16",), crop=False
         )
         nib.save(phantom.to_nifti(), str(phantom_path))
-    default = shape == (512, 512, 300)
-    inputs["cta-phantom" if default else f"smoke-{'x'.join(map(str, shape))}"] = phantom_path
-    if default:
+    if wanted:
+        inputs[phantom_name] = phantom_path
+    if default and (only is None or "cta-arch-to-vertex" in only):
         long_path = work / "cta_arch_to_vertex_512x512x800.nii.gz"
         if not long_path.exists():
             from bench.arch_to_vertex import arch_to_vertex
 
             nib.save(arch_to_vertex(), str(long_path))
         inputs["cta-arch-to-vertex"] = long_path
-    if vhp.is_file():
+    if vhp.is_file() and (only is None or "vhp-head" in only):
         inputs["vhp-head"] = vhp
     return inputs
 
@@ -310,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         help="scans in the one-process runs of (a), verification off and on (default 3)",
     )  # fmt: skip
     p.add_argument("--vhp", type=Path, default=VHP, help="the Visible Human head (if present)")
+    p.add_argument("--no-reference", action="store_true", help="skip (b), the reference pipeline")
     p.add_argument(
         "--reference-reader",
         help="make (b) read NIfTI with this nnU-Net reader (e.g. NibabelIO, which gives the "
@@ -340,14 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         (copy / "plans.json").write_text(json.dumps(plans, indent=2))
         folder = copy
     results: dict[str, dict] = {}
-    for name, source in make_inputs(args.work, args.vhp, args.phantom_shape).items():
-        if args.only and name not in args.only:
-            continue
+    for name, source in make_inputs(args.work, args.vhp, args.phantom_shape, args.only).items():
         runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
         masks: dict[str, np.ndarray] = {}
         for i in range(args.runs):
             order = ("a", "b", "c") if i % 2 == 0 else ("b", "a", "c")
-            for which in order:
+            for which in (w for w in order if not (args.no_reference and w == "b")):
                 if which == "a":
                     stats, masks["a_post"] = run_ours(source, args.work, args.model, args.device)
                 elif which == "b":
@@ -359,35 +368,36 @@ def main(argv: list[str] | None = None) -> int:
                 stats.pop("stdout", None)
                 runs[which].append(stats)
                 print(f"{name} run {i + 1} {which}: {stats}", flush=True)
-        _, masks["a"] = run_ours(source, args.work, args.model, args.device, ("--no-postprocess",))
-        res_batch = run_ours_batch(source, args.work, args.model, args.device, args.batch)
-        print(f"{name} batch of {args.batch}: {res_batch}", flush=True)
-        res_verified = run_ours_batch(
-            source, args.work, args.model, args.device, args.batch, verify=True
-        )
-        print(f"{name} batch of {args.batch}, verified: {res_verified}", flush=True)
-        image = load_ct(source)
-        b_post = postprocess(masks["b"], image.hu_view(), image.spacing)
         res: dict = {
             k: {m: summary([r[m] for r in v]) for m in v[0] if m != "precision"}
             for k, v in runs.items()
+            if v
         }
         res["precision"] = runs["a"][0]["precision"]
-        res["batch"] = res_batch
-        res["batch_verified"] = res_verified
+        if args.batch > 0:
+            for key, verify in (("batch", False), ("batch_verified", True)):
+                res[key] = run_ours_batch(
+                    source, args.work, args.model, args.device, args.batch, verify=verify
+                )
+                print(f"{name} {key} of {args.batch}: {res[key]}", flush=True)
         res["device"] = gpu_name() if args.device.startswith("cuda") else "cpu"
         a_scan = res["a"]["scan_s"]["median"]
         med = {k: res[k]["wall_s"]["median"] for k in res if k in "abc"}
         res["ratios"] = {
-            "a/b": a_scan / med["b"],
             "a/c": a_scan / res["c"]["io_s"]["median"],
-            "a/b process": med["a"] / med["b"],
             "a/c process": med["a"] / med["c"],
         }
-        from ctadeface.training.train import dice
+        image = load_ct(source)
+        if "b" in masks:
+            from ctadeface.training.train import dice
 
-        res["dice_a_b"] = dice(masks["a"], masks["b"])
-        res["dice_a_b_postprocessed"] = dice(masks["a_post"], b_post)
+            _, masks["a"] = run_ours(
+                source, args.work, args.model, args.device, ("--no-postprocess",)
+            )
+            b_post = postprocess(masks["b"], image.hu_view(), image.spacing)
+            res["ratios"] |= {"a/b": a_scan / med["b"], "a/b process": med["a"] / med["b"]}
+            res["dice_a_b"] = dice(masks["a"], masks["b"])
+            res["dice_a_b_postprocessed"] = dice(masks["a_post"], b_post)
         res["input_mib"] = os.path.getsize(source) / 2**20
         res["int16_volume_mib"] = float(np.prod(image.data.shape)) * 2 / 2**20
         res["rss_over_int16"] = res["a"]["peak_rss_mib"]["median"] / res["int16_volume_mib"]
@@ -420,16 +430,28 @@ def report(results: dict[str, dict], model: str, runs: int) -> str:
     for name, res in results.items():
         inner = {"a": cell(res["a"], "scan_s"), "b": "-", "c": cell(res["c"], "io_s")}
         for key, title in (("a", "(a) ours"), ("b", "(b) reference"), ("c", "(c) I/O floor")):
+            if key not in res:
+                continue
             cells = [cell(res[key], m) for m in ("wall_s", "cpu_s", "peak_rss_mib")]
             lines.append(
                 f"| {name} | {title} | {cells[0]} | {inner[key]} | " + " | ".join(cells[1:]) + " |"
             )
         r = res["ratios"]
-        lines.append(
-            f"| {name} | **a/b = {r['a/b']:.3f}** (processes {r['a/b process']:.2f}), "
-            f"**a/c = {r['a/c']:.2f}** (processes {r['a/c process']:.2f}), "
+        against_b = (
+            f"**a/b = {r['a/b']:.3f}** (processes {r['a/b process']:.2f}), "
+            if "a/b" in r
+            else "no reference run, "
+        )
+        dice_b = (
             f"Dice(a,b) = {res['dice_a_b']:.5f} before / {res['dice_a_b_postprocessed']:.5f} "
-            f"after post-processing, model load {res['a']['model_load_s']['median']:.1f} s, "
+            "after post-processing, "
+            if "dice_a_b" in res
+            else ""
+        )
+        lines.append(
+            f"| {name} | {against_b}"
+            f"**a/c = {r['a/c']:.2f}** (processes {r['a/c process']:.2f}), {dice_b}"
+            f"model load {res['a']['model_load_s']['median']:.1f} s, "
             f"precision {res['precision']}, peak RSS = {res['rss_over_int16']:.1f} x the int16 "
             f"volume ({res['int16_volume_mib']:.0f} MiB); above the {res['baseline_rss_mib']:.0f} "
             f"MiB of imports and model: {res['rss_above_baseline_over_int16']:.1f} x | | | | |"
