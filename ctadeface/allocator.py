@@ -23,27 +23,24 @@ M_ARENA_MAX = -8
 def one_arena() -> bool:
     """Ask the C library for a single malloc arena; whether it took the setting (False off
     glibc, where nothing changes)."""
-    mallopt = _glibc("mallopt")
-    if mallopt is None:
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, 1))
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(M_ARENA_MAX, 1))
 
 
 def release() -> bool:
     """Hand the heap's free memory back to the system; whether any was (False off glibc)."""
-    trim = _glibc("malloc_trim")
-    if trim is None:
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return bool(trim(0))
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
+    return trim is not None and bool(trim(0))
 
 
-def _glibc(name: str) -> Any:
-    """The C library's function ``name``, None where there is none (not Linux, not glibc)."""
+def _glibc(name: str, *argtypes: Any) -> Any:
+    """The C library's function ``name``, taking ``argtypes`` and returning an int; None where
+    there is none (not Linux, not glibc)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return getattr(ctypes.CDLL(None), name)
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
+    function.argtypes, function.restype = list(argtypes), ctypes.c_int
+    return function
