@@ -6,7 +6,7 @@ The profile's actions come from the tables of Kitware's ``dicom-anonymizer``
 (:data:`PROFILE_TABLE`, PS3.15 Table E.1-1 of that DICOM edition): D dummy values, Z empty,
 X removed, U new UIDs; private attributes are removed. Two actions are this module's own:
 
-- U: every UID the profile replaces becomes :func:`ctadeface.dicom.write.derived_uid` of the old
+- U: every UID the profile replaces becomes :func:`ctadeface.dicom.uid.derived_uid` of the old
   one with :data:`UID_KEY` (not the library's random UIDs): the series of one study keep one
   StudyInstanceUID and FrameOfReferenceUID, and a rerun writes the same UIDs. Who holds a source
   series can compute its mapped UIDs (as with any hash-based replacement) but no one can invert
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-from ctadeface.dicom.write import derived_uid
+from ctadeface.dicom.uid import derived_uid
 
 #: ``--deidentify``: the Basic Profile, or every attribute kept (pixel data and UIDs new).
 PROFILES = ("basic", "none")

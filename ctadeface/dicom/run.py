@@ -57,8 +57,9 @@ from ctadeface.participant import (
     run_request,
     write_figure,
 )
-from ctadeface.provenance import OutputHashes, Provenance, Request, from_json
-from ctadeface.provenance import to_json as record_json
+from ctadeface.provenance import OutputHashes, Provenance, Request
+from ctadeface.records import from_json
+from ctadeface.records import to_json as record_json
 from ctadeface.settings import Settings
 from ctadeface.status import Status
 

@@ -3,7 +3,7 @@
 One binary segment, "face" (SCT 89545001 Face, category SCT 91723000 Anatomical Structure),
 algorithm type AUTOMATIC, identified as ctadeface (family DCM Artificial Intelligence); frames in
 the order of the defaced series' slices, empty frames left out; derived UIDs as the defaced
-series' (``ctadeface.dicom.write.derived_uid``).
+series' (``ctadeface.dicom.uid.derived_uid``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ctadeface.dicom.uid import derived_uid
 from ctadeface.dicom.volume import DicomVolume
-from ctadeface.dicom.write import derived_uid
 
 #: The segment's label, and the SeriesNumber offset of the SEG series from its source's.
 SEGMENT_LABEL = "face"

@@ -6,9 +6,9 @@ Each source file is read in full and written again with only this changed:
   the defaced value converted to that slice's (or frame's) own rescaling, rounded and clipped
   to the stored type; PixelPaddingValue voxels never change. The source's transfer syntax is
   kept (compressed ones are re-encoded losslessly with pydicom's encoders);
-- SeriesInstanceUID and SOPInstanceUID: derived UIDs (:func:`derived_uid`: ``2.25.`` and a
-  name-based UUID of :data:`UID_SALT`, the caller's key and the source UID), so a rerun with the
-  same settings writes the same UIDs;
+- SeriesInstanceUID and SOPInstanceUID: derived UIDs (:func:`ctadeface.dicom.uid.derived_uid`
+  of the source's UIDs and the caller's key), so a rerun with the same settings writes the same
+  UIDs;
 - SeriesDescription gets :data:`DESCRIPTION_SUFFIX`; ImageType's first value ``DERIVED``;
   DerivationDescription and DerivationCodeSequence (DCM 113047 "Pixel by pixel mask");
   BurnedInAnnotation ``NO``; SourceImageSequence references the source instance (not when
@@ -20,28 +20,19 @@ Profile (:mod:`ctadeface.dicom.deidentify`), applied before the changes above.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ctadeface.dicom.deidentify import deidentify as basic_profile
+from ctadeface.dicom.uid import derived_uid
 from ctadeface.dicom.volume import DicomVolume, Slice
 
 #: Added to the source's SeriesDescription.
 DESCRIPTION_SUFFIX = " (defaced)"
-#: Mixed into every derived UID, so that they differ from any other tool's derivation.
-UID_SALT = "ctadeface-defaced"
 #: DerivationCodeSequence's code (DICOM CID 7203, Image Derivation).
 DERIVATION_CODE = ("113047", "DCM", "Pixel by pixel mask")
-
-
-def derived_uid(source_uid: str, key: str) -> str:
-    """A new UID derived from ``source_uid`` and ``key``: ``2.25.`` and the integer of the
-    name-based UUID (version 5, PS3.5 B.2) of :data:`UID_SALT`, ``key`` and ``source_uid``; the
-    same inputs give the same UID."""
-    name = "/".join((UID_SALT, key, source_uid))
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}"
 
 
 def _stored(values: np.ndarray, item: Slice, dtype: np.dtype) -> np.ndarray:
@@ -116,8 +107,6 @@ def write_defaced(
     """
     import pydicom
     from pydicom.uid import UID
-
-    from ctadeface.dicom.deidentify import deidentify as basic_profile
 
     if defaced.shape != mask.shape or mask.shape != volume.image.data.shape:
         raise ValueError(
