@@ -24,8 +24,9 @@ from typing import Any
 from ctadeface import __version__
 from ctadeface.discover import Scan
 from ctadeface.io import sha256_file
-from ctadeface.provenance import Provenance, ProvenanceError, Request, from_json
-from ctadeface.provenance import to_json as record_json
+from ctadeface.provenance import Provenance, Request
+from ctadeface.records import RecordError, from_json
+from ctadeface.records import to_json as record_json
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def read_provenance(defaced_json: Path) -> Provenance | None:
         return None
     try:
         return from_json(Provenance, prov)
-    except ProvenanceError as err:
+    except RecordError as err:
         log.info("%s: provenance not readable (%s)", defaced_json, err)
         return None
 

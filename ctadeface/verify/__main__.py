@@ -19,7 +19,7 @@ import numpy as np
 
 from ctadeface.errors import ArgumentParser, CTADefaceError, InputError, OutputError
 from ctadeface.io import load_ct
-from ctadeface.provenance import to_json
+from ctadeface.records import to_json
 from ctadeface.settings import MASK_MODES, check_face_threshold
 from ctadeface.status import Status
 from ctadeface.verify.figure import figure_png

@@ -115,7 +115,8 @@ def _seg_mask(seg, volume) -> np.ndarray:
 
 
 def test_the_provenance_has_the_bids_apps_keys_and_the_profile(done):
-    from ctadeface.provenance import Provenance, from_json
+    from ctadeface.provenance import Provenance
+    from ctadeface.records import from_json
 
     archive, out, _, _ = done
     for _, paths in _outputs(archive, out):

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from ctadeface.errors import ModelError, UsageError
-from ctadeface.provenance import ModelRecord, from_json, to_json
+from ctadeface.provenance import ModelRecord
+from ctadeface.records import from_json, to_json
 from ctadeface.segment import resampling
 from ctadeface.segment.fast import FastStrategy
 from ctadeface.segment.models import resolve_model

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ctadeface.errors import InputError
-from ctadeface.provenance import from_json, to_json
+from ctadeface.records import from_json, to_json
 from ctadeface.status import Status
 from ctadeface.verify import identify, verdict
 from ctadeface.verify.identify import IdentityResult
