@@ -1,4 +1,5 @@
-"""Synthetic DICOM series for the tests, written with pydicom from arrays (nothing from disk)."""
+"""Synthetic DICOM series for the tests, written with pydicom from arrays (nothing from disk),
+and a series defaced inside a box mask."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from ctadeface.deface import apply_fill, choose_fill
+from ctadeface.dicom import DicomVolume, find_series, load_series, write_defaced
 from ctadeface.dicom.series import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -209,3 +212,26 @@ def write_other(path: Path, sop_class: str, modality: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return uid
+
+
+def box_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """A box of True (columns, rows, slices) in the first third of the columns, the second
+    quarter of the rows, slices 2-5."""
+    mask = np.zeros(shape, bool)
+    mask[: shape[0] // 3, shape[1] // 4 : shape[1] // 2, 2:6] = True
+    return mask
+
+
+def deface_series(
+    source: Path, out: Path, *, key: str = "k", deidentify: bool = False
+) -> tuple[DicomVolume, np.ndarray, list[Path]]:
+    """The one series under ``source`` defaced inside :func:`box_mask` (air fill) and written
+    to ``out``: (the source volume, the mask, the files written)."""
+    (series,), _ = find_series(source)
+    volume = load_series(series)
+    mask = box_mask(volume.image.data.shape)
+    defaced = apply_fill(volume.image, mask, choose_fill(volume.image, "air"))
+    files = write_defaced(
+        volume, defaced, mask, out, key=key, description="face removed", deidentify=deidentify
+    )
+    return volume, mask, files

@@ -9,10 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from ctadeface.deface import apply_fill, choose_fill
-from ctadeface.dicom import find_series, load_series, write_defaced
 from ctadeface.dicom.deidentify import BASIC_PROFILE, CLEAN_VISUAL_FEATURES, PROFILE_TABLE
-from tests.dicom.make import write_enhanced, write_series
+from ctadeface.dicom.seg import face_segmentation
+from tests.dicom.make import deface_series, write_enhanced, write_series
 
 #: Attributes the profile must not leave with the source's value, named here independently of
 #: the library's table (PS3.15 Table E.1-1).
@@ -80,18 +79,6 @@ SEG_TYPE2 = (
 )  # fmt: skip
 
 
-def _deface(source: Path, out: Path, *, deidentify: bool) -> tuple[object, np.ndarray, list]:
-    (series,), _ = find_series(source)
-    volume = load_series(series)
-    mask = np.zeros(volume.image.data.shape, bool)
-    mask[:10, 10:20, 2:6] = True
-    defaced = apply_fill(volume.image, mask, choose_fill(volume.image, "air"))
-    files = write_defaced(
-        volume, defaced, mask, out, key="k", description="face removed", deidentify=deidentify
-    )
-    return volume, mask, files
-
-
 def _pairs(volume, files: list[Path]) -> list[tuple[pydicom.Dataset, pydicom.Dataset]]:
     first: dict[Path, int] = {}
     for k, item in enumerate(volume.slices):
@@ -118,7 +105,7 @@ def series(request, tmp_path):
 
 
 def test_no_attribute_of_the_profile_keeps_its_value_and_private_ones_are_gone(series, tmp_path):
-    volume, _, files = _deface(series, tmp_path / "out", deidentify=True)
+    volume, _, files = deface_series(series, tmp_path / "out", deidentify=True)
     tags = _profile_tags()
     for source, out in _pairs(volume, files):
         for tag in tags:
@@ -140,7 +127,7 @@ def test_no_attribute_of_the_profile_keeps_its_value_and_private_ones_are_gone(s
 
 
 def test_none_keeps_every_attribute_but_the_uids_and_the_derivation(series, tmp_path):
-    volume, _, files = _deface(series, tmp_path / "out", deidentify=False)
+    volume, _, files = deface_series(series, tmp_path / "out", deidentify=False)
     changed = {
         "SeriesInstanceUID", "SOPInstanceUID", "SeriesDescription", "ImageType",
         "DerivationDescription", "DerivationCodeSequence", "BurnedInAnnotation",
@@ -158,7 +145,7 @@ def test_uids_are_consistent_across_series_of_one_study_and_reruns(tmp_path):
     write_series(tmp_path / "a", data)
     write_series(tmp_path / "b", data)
     outs = [
-        _deface(tmp_path / name, tmp_path / f"out-{name}{n}", deidentify=True)[2][0]
+        deface_series(tmp_path / name, tmp_path / f"out-{name}{n}", deidentify=True)[2][0]
         for name in "ab"
         for n in (1, 2)
     ]
@@ -178,11 +165,9 @@ def _missing(ds: pydicom.Dataset, type1: tuple[str, ...], type2: tuple[str, ...]
 
 @pytest.mark.parametrize("deidentify", [True, False])
 def test_ct_image_and_segmentation_keep_the_attributes_their_iods_require(tmp_path, deidentify):
-    from ctadeface.dicom.seg import face_segmentation
-
     data = np.random.default_rng(5).integers(-1024, 2000, (48, 40, 10)).astype(np.int16)
     write_series(tmp_path / "in", data)
-    volume, mask, files = _deface(tmp_path / "in", tmp_path / "out", deidentify=deidentify)
+    volume, mask, files = deface_series(tmp_path / "in", tmp_path / "out", deidentify=deidentify)
     for f in files:
         assert _missing(pydicom.dcmread(f), CT_TYPE1, CT_TYPE2) == []
     seg = face_segmentation(volume, files, mask, key="k", version="0")

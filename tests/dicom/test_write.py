@@ -9,31 +9,14 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from ctadeface.deface import apply_fill, choose_fill
-from ctadeface.dicom import derived_uid, find_series, load_series, write_defaced
+from ctadeface.dicom import derived_uid, find_series, load_series
 from ctadeface.dicom.write import DERIVATION_CODE, DESCRIPTION_SUFFIX
-from tests.dicom.make import write_enhanced, write_series
+from tests.dicom.make import deface_series, write_enhanced, write_series
 
 
 def _stored(dtype: type = np.int16, shape: tuple[int, int, int] = (64, 48, 9)) -> np.ndarray:
     low = 0 if dtype == np.uint16 else -1024
     return np.random.default_rng(2).integers(low, low + 3000, shape).astype(dtype)
-
-
-def _mask(shape: tuple[int, int, int]) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    mask[: shape[0] // 3, shape[1] // 4 : shape[1] // 2, 2:6] = True
-    return mask
-
-
-def _deface(source: Path, out: Path, key: str = "k"):
-    (series,), _ = find_series(source)
-    volume = load_series(series)
-    mask = _mask(volume.image.data.shape)
-    fill = choose_fill(volume.image, "air")
-    defaced = apply_fill(volume.image, mask, fill)
-    files = write_defaced(volume, defaced, mask, out, key=key, description="face removed")
-    return volume, mask, files
 
 
 def _read_back(folder: Path):
@@ -46,7 +29,7 @@ def _read_back(folder: Path):
 def test_only_masked_voxels_change_and_the_transfer_syntax_stays(tmp_path, dtype, syntax):
     data = _stored(dtype)
     write_series(tmp_path / "in", data, slope=0.5, inter=-1024.0, transfer_syntax=syntax)
-    source, mask, files = _deface(tmp_path / "in", tmp_path / "out")
+    source, mask, files = deface_series(tmp_path / "in", tmp_path / "out")
     back = _read_back(tmp_path / "out")
     assert back.image.data.dtype == dtype and np.allclose(back.image.affine, source.image.affine)
     assert np.array_equal(back.image.data[~mask], data[~mask])  # bit-identical outside
@@ -59,7 +42,7 @@ def test_only_masked_voxels_change_and_the_transfer_syntax_stays(tmp_path, dtype
 
 def test_new_derived_uids_and_the_attributes_of_a_derived_image(tmp_path):
     write_series(tmp_path / "in", _stored())
-    source, _, files = _deface(tmp_path / "in", tmp_path / "out")
+    source, _, files = deface_series(tmp_path / "in", tmp_path / "out")
     out = [pydicom.dcmread(f) for f in files]
     src = [pydicom.dcmread(s.path) for s in source.slices]
     assert len({d.SeriesInstanceUID for d in out}) == 1
@@ -73,9 +56,9 @@ def test_new_derived_uids_and_the_attributes_of_a_derived_image(tmp_path):
     assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == DERIVATION_CODE
     assert d.SourceImageSequence[0].ReferencedSOPInstanceUID == src[0].SOPInstanceUID
     assert d.PatientID == src[0].PatientID  # nothing else is touched here
-    _, _, again = _deface(tmp_path / "in", tmp_path / "again")
+    _, _, again = deface_series(tmp_path / "in", tmp_path / "again")
     assert [pydicom.dcmread(f).SOPInstanceUID for f in again] == [x.SOPInstanceUID for x in out]
-    _, _, other = _deface(tmp_path / "in", tmp_path / "other", key="other settings")
+    _, _, other = deface_series(tmp_path / "in", tmp_path / "other", key="other settings")
     assert pydicom.dcmread(other[0]).SeriesInstanceUID != d.SeriesInstanceUID
 
 
@@ -84,7 +67,7 @@ def test_per_slice_rescaling_and_padding_are_honoured(tmp_path):
     data[0, :, :] = 0  # the padding value: outside the field of view
     slopes = [1.0 + 0.5 * k for k in range(data.shape[2])]
     write_series(tmp_path / "in", data, slope=slopes, inter=-1024.0, padding=0)
-    _, mask, files = _deface(tmp_path / "in", tmp_path / "out")
+    _, mask, files = deface_series(tmp_path / "in", tmp_path / "out")
     back = [pydicom.dcmread(f) for f in files]
     for k, ds in enumerate(back):
         plane = ds.pixel_array.T
@@ -97,50 +80,8 @@ def test_per_slice_rescaling_and_padding_are_honoured(tmp_path):
 def test_enhanced_ct_is_written_as_one_multiframe_file(tmp_path):
     data = _stored()
     write_enhanced(tmp_path / "in" / "ct.dcm", data)
-    _, mask, files = _deface(tmp_path / "in", tmp_path / "out")
+    _, mask, files = deface_series(tmp_path / "in", tmp_path / "out")
     assert len(files) == 1
     back = _read_back(tmp_path / "out")
     assert np.array_equal(back.image.data[~mask], data[~mask])
     assert int(pydicom.dcmread(files[0]).NumberOfFrames) == data.shape[2]
-
-
-@pytest.mark.parametrize("enhanced", [False, True])
-def test_the_seg_object_references_the_defaced_series_and_matches_the_mask(tmp_path, enhanced):
-    import highdicom as hd
-
-    from ctadeface.dicom.seg import face_segmentation
-
-    data = _stored()
-    if enhanced:
-        write_enhanced(tmp_path / "in" / "ct.dcm", data)
-    else:
-        write_series(tmp_path / "in", data)
-    (series,), _ = find_series(tmp_path / "in")
-    volume = load_series(series)
-    mask = _mask(volume.image.data.shape)
-    defaced = apply_fill(volume.image, mask, choose_fill(volume.image, "air"))
-    files = write_defaced(volume, defaced, mask, tmp_path / "out", key="k", description="d")
-    seg = face_segmentation(volume, files, mask, key="k", version="0")
-    seg.save_as(tmp_path / "seg.dcm")
-    back = hd.seg.segread(tmp_path / "seg.dcm")
-    out = [pydicom.dcmread(f) for f in files]
-    assert back.ReferencedSeriesSequence[0].SeriesInstanceUID == out[0].SeriesInstanceUID
-    assert back.SeriesInstanceUID not in {out[0].SeriesInstanceUID, volume.series_uid}
-    assert back.get_segment_description(1).SegmentLabel == "face"
-    if enhanced:
-        frames = back.get_pixels_by_source_frame(
-            out[0].SOPInstanceUID,
-            list(range(1, data.shape[2] + 1)),
-            segment_numbers=[1],
-            assert_missing_frames_are_empty=True,  # empty frames are left out
-        )[..., 0]
-        slice_of = {s.frame: k for k, s in enumerate(volume.slices)}
-        got = np.stack([frames[f].T for f in sorted(slice_of, key=slice_of.get)], axis=2)
-    else:
-        planes = back.get_pixels_by_source_instance(
-            [d.SOPInstanceUID for d in out],
-            segment_numbers=[1],
-            assert_missing_frames_are_empty=True,
-        )[..., 0]
-        got = np.stack([p.T for p in planes], axis=2)
-    assert np.array_equal(got.astype(bool), mask)
