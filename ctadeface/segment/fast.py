@@ -173,6 +173,10 @@ class FastStrategy:
         # body only beyond it (below the head slab) do not run
         region = _within(region, needed)
         plan = plan_tiles(full, patch, needed, self.tile_step_size, region)
+        log.debug(
+            "network on %d of the %d tiles of the whole field of view (model grid %s)",
+            len(plan.tiles), plan.whole, "x".join(map(str, full)),
+        )  # fmt: skip
         volume = kji if kji.dtype.type in _TORCH_DTYPES and kji.dtype.isnative else None
         if volume is None:  # torch cannot index this dtype: a float32 copy
             volume = kji.astype(np.float32)

@@ -362,12 +362,14 @@ class TilePlan:
         padding: ``torch.nn.functional.pad`` amounts that turn the ``real`` block into the
             ``window`` block (zeros, as nnU-Net pads).
         tiles: slices into the window block, in nnU-Net's order.
+        whole: how many tiles nnU-Net runs over the whole grid.
     """
 
     window: tuple[tuple[int, int], ...]
     real: tuple[tuple[int, int], ...]
     padding: tuple[int, ...]
     tiles: list[tuple[slice, ...]]
+    whole: int
 
 
 def plan_tiles(
@@ -410,4 +412,4 @@ def plan_tiles(
         tuple(slice(s - f, s - f + p) for s, f, p in zip(combo, first, patch, strict=True))
         for combo in kept
     ]
-    return TilePlan(window, real, tuple(padding), tiles)
+    return TilePlan(window, real, tuple(padding), tiles, math.prod(len(s) for s in steps))

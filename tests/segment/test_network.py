@@ -19,6 +19,7 @@ from ctadeface.segment.network import (
     gaussian,
     load_checkpoint,
     load_network,
+    plan_tiles,
     separate_axis,
     tile_starts,
     tiles_per_pass,
@@ -43,6 +44,21 @@ def test_tile_starts_are_nnunets(size, patch, step) -> None:
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
     assert tile_starts(size, patch, step) == compute_steps_for_sliding_window(size, patch, step)
+
+
+def test_plan_tiles_keeps_the_tiles_holding_the_region_and_counts_the_whole_grids() -> None:
+    shape, patch = (40, 56, 24), [16, 16, 16]
+    whole = [(0, n) for n in shape]
+    every = plan_tiles(shape, patch, whole, 0.5)
+    assert len(every.tiles) == every.whole == 4 * 6 * 2  # nnU-Net's tiles at step 0.5
+    region = np.zeros(shape, bool)
+    region[2:6, 40:50, 3] = True
+    some = plan_tiles(shape, patch, whole, 0.5, region)
+    assert some.whole == every.whole and 0 < len(some.tiles) < every.whole
+    lo = [a for a, _ in some.real]
+    block = region[tuple(slice(a, b) for a, b in some.real)]
+    assert all(block[tile].any() for tile in some.tiles)  # a kept tile holds the region
+    assert block.sum() == region.sum() and lo == [0, 32, 0]
 
 
 @pytest.mark.parametrize("patch", [(64, 64, 64), (32, 48, 40), (1, 8, 9)])
