@@ -5,8 +5,8 @@ Run by hand (not in ``make test``), on a quiet machine::
     .venv/bin/python -m bench.benchmark [--model open] [--runs 3] [--out bench/results]
 
 For each input (a 512x512x300 int16 CTA-sized phantom at 0.45x0.45x0.6 mm, a 512x512x800
-arch-to-vertex phantom at the same spacing (``bench/arch_to_vertex.py``), and the Visible Human
-head of ../shared/data when present), alternating A/B/C within each repetition:
+arch-to-vertex phantom at the same spacing (``bench/arch_to_vertex.py``), and the shared heads of
+../shared/data when present (:data:`SHARED_HEADS`)), alternating A/B/C within each repetition:
 
 - (a) ours: ``run.py BIDS OUT participant --no-verify`` (default model, fill, post-processing
   and precision) on a one-scan dataset, as a subprocess; wall, CPU (user+sys) and peak RSS from
@@ -56,9 +56,17 @@ import numpy as np
 
 from bench import RESULTS, ROOT, SHARED_DATA, WORK
 
-SHARED = SHARED_DATA
 PY = sys.executable
-VHP = SHARED / "heads" / "vhp_female_head.nii.gz"
+#: The heads of ../shared/data that are inputs (name -> path under it): the Visible Human head
+#: (512x512x234, 1 mm, shoulders and a wrap), the MRIcroGL head (208x256x225, 1 mm), the Slicer
+#: head (64x64x93, 3.2x3.2x1.5 mm) and one OpenKBP planning CT (128^3, ~4x4x2.5 mm, cut at the
+#: eyes).
+SHARED_HEADS = {
+    "vhp-head": "heads/vhp_female_head.nii.gz",
+    "mricrogl-head": "heads/mricrogl_head_ct_approx_hu.nii.gz",
+    "slicer-head": "heads/slicer_ctheadaxial_lowres.nii.gz",
+    "openkbp-ct": "openkbp/train_pt43.nii.gz",
+}
 
 
 #: Runs the measured command (argv[2:]) and writes its wall seconds and wait4 resource usage to
@@ -100,13 +108,14 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
 
 def make_inputs(
     work: Path,
-    vhp: Path = VHP,
+    shared: Path = SHARED_DATA,
     shape: tuple[int, int, int] = (512, 512, 300),
     only: Collection[str] | None = None,
 ) -> dict[str, Path]:
-    """The benchmark inputs as NIfTI files (the phantoms are made once and cached in ``work``;
-    ``shape`` other than the default only for smoke runs of this script); ``only``: the names
-    wanted (default all), the others neither made nor returned."""
+    """The benchmark inputs as NIfTI files: the phantoms (made once and cached in ``work``;
+    ``shape`` other than the default only for smoke runs of this script) and the heads of
+    ``shared`` it holds; ``only``: the names wanted (default all), the others neither made nor
+    returned."""
     inputs: dict[str, Path] = {}
     phantom_path = work / f"cta_phantom_{'x'.join(map(str, shape))}.nii.gz"
     default = shape == (512, 512, 300)
@@ -128,8 +137,9 @@ def make_inputs(
 
             nib.save(arch_to_vertex(), str(long_path))
         inputs["cta-arch-to-vertex"] = long_path
-    if vhp.is_file() and (only is None or "vhp-head" in only):
-        inputs["vhp-head"] = vhp
+    for name, path in SHARED_HEADS.items():
+        if (shared / path).is_file() and (only is None or name in only):
+            inputs[name] = shared / path
     return inputs
 
 
@@ -319,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         "--batch", type=int, default=3,
         help="scans in the one-process runs of (a), verification off and on (default 3)",
     )  # fmt: skip
-    p.add_argument("--vhp", type=Path, default=VHP, help="the Visible Human head (if present)")
+    p.add_argument(
+        "--shared", type=Path, default=SHARED_DATA,
+        help="the shared data folder, whose heads are inputs where present (/none: none)",
+    )  # fmt: skip
     p.add_argument("--no-reference", action="store_true", help="skip (b), the reference pipeline")
     p.add_argument(
         "--reference-reader",
@@ -351,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         (copy / "plans.json").write_text(json.dumps(plans, indent=2))
         folder = copy
     results: dict[str, dict] = {}
-    for name, source in make_inputs(args.work, args.vhp, args.phantom_shape, args.only).items():
+    for name, source in make_inputs(args.work, args.shared, args.phantom_shape, args.only).items():
         runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
         masks: dict[str, np.ndarray] = {}
         for i in range(args.runs):

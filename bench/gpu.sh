@@ -80,7 +80,7 @@ run() {
     }
     local standin=/tmp/standin/Dataset001_DEFACE
     if [ -n "${SMOKE:-}" ]; then # tiny phantom, one run: a broken set-up fails in a minute
-        bench smoke-open 90 --model open --runs 1 --batch 1 --vhp /none \
+        bench smoke-open 90 --model open --runs 1 --batch 1 --shared /none \
             --phantom-shape 128,128,80 || {
             tail -n 40 "$OUT/log.txt"
             echo "smoke run of the open model failed: stopping" >&2
@@ -96,7 +96,7 @@ run() {
     for name in open standin; do
         local model=open
         [ "$name" = standin ] && model=$standin
-        bench "$name" "${LIMIT:-240}" --runs 2 --batch 2 --model "$model" --vhp /none \
+        bench "$name" "${LIMIT:-240}" --runs 2 --batch 2 --model "$model" --shared /none \
             --only cta-phantom ||
             echo "benchmark of $name failed or ran out of time" | tee -a "$OUT/log.txt"
     done
@@ -104,7 +104,7 @@ run() {
         local model=open
         [ "$name" = standin ] && model=$standin
         bench "a2v-$name" "${LIMIT_A2V:-150}" --runs 1 --batch 0 --no-reference \
-            --model "$model" --vhp /none --only cta-arch-to-vertex ||
+            --model "$model" --shared /none --only cta-arch-to-vertex ||
             echo "arch-to-vertex benchmark of $name failed or ran out of time" | tee -a "$OUT/log.txt"
     done
     echo "done in $((SECONDS - t0)) s" | tee -a "$OUT/log.txt"

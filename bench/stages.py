@@ -4,21 +4,23 @@ Run by hand on a quiet machine (not in ``make test``)::
 
     .venv/bin/python -m bench.stages [--model open] [--runs 3] [--threads N] [SCAN ...]
 
-Default scans: the 512x512x300 CTA-sized phantom that ``benchmark.py`` caches and the Visible
-Human head of ../shared/data. Stages as ``participant.deface_scan`` runs them: hash the input,
-read, segment (fast path), post-process, choose the fill, fill, write the mask, write the
-defaced image, hash the outputs; with ``--verify`` also the verification's parts (the source
+Default scans: the inputs of ``benchmark.py`` (its phantoms, cached, and the shared heads
+present). Stages as ``participant.deface_scan`` runs them: hash the input, read, segment (fast
+path), post-process, choose the fill, fill, write the mask, write the defaced image, hash the
+outputs; with ``--verify`` also the verification's parts (the source
 and the defaced image's changed box in HU, which the app makes only to verify; renders before
 and after; the detectors: MTCNN and dlib HOG before and after, dlib's CNN after, in its worker
 processes meanwhile; the descriptors and identity tests; the figure) and their sum against the
-defacing's. The first run of each scan warms caches and is dropped when there are more; the
-table gives the median of the rest. Writes ``stages.md`` (``stages_verify.md`` with
-``--verify``) under ``--out``.
+defacing's. The "tiles" column: the network's tiles run, of those nnU-Net runs over the whole
+field of view (the fast strategy's debug log). The first run of each scan warms caches and is
+dropped when there are more; the table gives the median of the rest. Writes ``stages.md``
+(``stages_verify.md`` with ``--verify``) under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -55,6 +57,18 @@ VERIFY_STAGES = (
     "identity",
     "figure",
 )
+
+
+class TileCount(logging.Handler):
+    """Keeps the tiles run and the whole grid's from the fast strategy's debug line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.last = "-"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("network on") and isinstance(record.args, tuple):
+            self.last = f"{record.args[0]}/{record.args[1]}"
 
 
 def one_scan(
@@ -124,13 +138,18 @@ def table(
     load = time.perf_counter() - t0
     verifier = Verifier(workers=threads) if verify else None
     stages = STAGES + (VERIFY_STAGES if verify else ())
+    tiles = TileCount()
+    fast_log = logging.getLogger("ctadeface.segment.fast")
+    fast_log.setLevel(logging.DEBUG)
+    fast_log.addHandler(tiles)
+    verify_cell = " verify / deface |" if verify else ""
     lines = [
         f"Machine: {machine()}; model `{model}` (load {load:.2f} s, precision "
         f"{segmenter.precision}); threads {threads or 'all'}; median of {runs} runs "
         "after one warm-up run; seconds.",
         "",
-        "| scan | " + " | ".join(stages) + " | total |" + (" verify / deface |" if verify else ""),
-        "|---|" + "---|" * (len(stages) + 1) + ("---|" if verify else ""),
+        "| scan | tiles | " + " | ".join(stages) + " | total |" + verify_cell,
+        "|---|---|" + "---|" * (len(stages) + 1) + ("---|" if verify else ""),
     ]
     for name, path in scans.items():
         out = work / "stages"
@@ -138,7 +157,7 @@ def table(
         timed = [one_scan(segmenter, path, out, verifier) for _ in range(runs + 1)][1:]
         medians = {s: statistics.median(r[s] for r in timed) for s in stages}
         cells = " | ".join(f"{medians[s]:.2f}" for s in stages)
-        row = f"| {name} | {cells} | {sum(medians.values()):.2f} |"
+        row = f"| {name} | {tiles.last} | {cells} | {sum(medians.values()):.2f} |"
         if verify:
             deface = sum(medians[s] for s in STAGES)
             row += f" {sum(medians[s] for s in VERIFY_STAGES) / deface:.2f} |"
