@@ -197,11 +197,19 @@ def _block_mean(
 
 
 def _blocks(a: np.ndarray, f: Sequence[int]) -> np.ndarray:
-    """Means of the ``f``-sized blocks of ``a`` (its shape a multiple of ``f``), float32."""
-    n = a.shape
-    return a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(
-        axis=(1, 3, 5), dtype=np.float32
-    )
+    """Means of the ``f``-sized blocks of ``a`` (its shape a multiple of ``f``), float32.
+
+    Summed one axis at a time (k, j, then i), each as whole-array additions of its ``f`` strided
+    slices: the same additions in the same order whatever ``a``'s memory layout and whatever
+    else is averaged with a block, so a patch's blocks equal the whole image's bit for bit."""
+    for axis in (2, 1, 0):
+        if f[axis] > 1:
+            lead = (slice(None),) * axis
+            total = a[(*lead, slice(0, None, f[axis]))].astype(np.float32, copy=True)
+            for r in range(1, f[axis]):
+                total += a[(*lead, slice(r, None, f[axis]))]
+            a = total
+    return np.asarray(a, dtype=np.float32) / np.float32(math.prod(f))
 
 
 def _camera_axes(yaw_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -84,3 +84,14 @@ def test_threads_do_not_change_the_renders(phantom: Phantom) -> None:
     two = render.render_skin(phantom.hu(), phantom.affine, threads=3)
     assert [(r.threshold_hu, r.yaw_deg) for r in two] == [(r.threshold_hu, r.yaw_deg) for r in one]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(one, two, strict=True))
+
+
+def test_block_means_do_not_depend_on_memory_layout_or_on_the_region() -> None:
+    rng = np.random.default_rng(3)
+    a = np.asfortranarray(rng.normal(0, 500, (24, 20, 18)).astype(np.float32))
+    f = (4, 2, 3)
+    means = render._blocks(a, f)
+    direct = a.reshape(6, 4, 10, 2, 6, 3).mean(axis=(1, 3, 5), dtype=np.float64)
+    assert means.dtype == np.float32 and np.allclose(means, direct, rtol=0, atol=1e-3)
+    assert np.array_equal(means, render._blocks(np.ascontiguousarray(a), f))
+    assert np.array_equal(means[1:3, 2:5, 1:4], render._blocks(np.array(a[4:12, 4:10, 3:12]), f))
