@@ -125,9 +125,18 @@ class AxisMap:
     def size(self) -> int:
         return int(self.index.shape[0])
 
+    @property
+    def span(self) -> tuple[int, int]:
+        """The source voxels (start, stop) the filter reads."""
+        return int(self.index.min()), int(self.index.max()) + 1
+
     def rows(self, start: int, stop: int) -> AxisMap:
         """The map of output voxels ``start:stop`` only."""
         return AxisMap(self.index[start:stop], self.w[start:stop], self.factor)
+
+    def rebased(self, start: int) -> AxisMap:
+        """The same map over a source that begins at source voxel ``start``."""
+        return AxisMap(self.index - start, self.w, self.factor)
 
 
 def _source_coordinate(n_in: int, n_out: int, index: torch.Tensor) -> torch.Tensor:
@@ -202,8 +211,7 @@ def source_window(
     n_in: int, n_out: int, window: tuple[int, int], *, order: int = 1
 ) -> tuple[int, int]:
     """The source voxels (start, stop) that output voxels ``window`` are computed from."""
-    amap = axis_map(n_in, n_out, window, order=order)
-    return int(amap.index.min()), int(amap.index.max()) + 1
+    return axis_map(n_in, n_out, window, order=order).span
 
 
 def _apply_axis(
@@ -226,7 +234,7 @@ def _apply_axis(
     a flipped source is flipped after it is transformed, so the arithmetic is that of the
     flipped array.
     """
-    lo, hi = int(amap.index.min()), int(amap.index.max()) + 1
+    lo, hi = amap.span
     n = t.shape[axis]
     start_at = n - hi if axis in flips else lo
     source = t.narrow(axis, start_at, hi - lo).movedim(axis, 0)  # (span, *rest)
@@ -307,9 +315,8 @@ def resample_decide(
     step = max(1, chunk_voxels // max(1, maps[1].size * maps[2].size))
     for start in range(0, first.size, step):
         block = first.rows(start, start + step)
-        lo, hi = int(block.index.min()), int(block.index.max()) + 1
+        lo, hi = block.span
         t = _apply_axis(low[:, lo:hi], 3, maps[2])
         t = _apply_axis(t, 2, maps[1])
-        rows = AxisMap(block.index - lo, block.w, block.factor)
-        out[start : start + block.size] = decide(_apply_axis(t, 1, rows)).cpu().numpy()
+        out[start : start + block.size] = decide(_apply_axis(t, 1, block.rebased(lo))).cpu().numpy()
     return out
